@@ -28,10 +28,13 @@ def heatmap(
 ) -> None:
     """Draw one (M, N) matrix on ``ax`` with optional labels and values in the cells."""
     values = matrix.detach().float().cpu()
-    limits = {}
+    low, high = min(values.min().item(), 0.0), values.max().item()
     if center_zero:
-        bound = values.abs().max().item() or 1.0
-        limits = {"vmin": -bound, "vmax": bound}
+        high = values.abs().max().item() or 1.0
+        low = -high
+    if high <= low:  # a constant matrix: keep a visible scale
+        high = low + 1.0
+    limits = {"vmin": low, "vmax": high}
     image = ax.imshow(values.numpy(), cmap=cmap, aspect="auto", **limits)
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title, fontsize=10)
@@ -41,7 +44,8 @@ def heatmap(
     if annotate and M * N <= 100:
         for i in range(M):
             for j in range(N):
-                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white")
+                bright = (values[i, j].item() - low) / (high - low) > 0.6 and not center_zero
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6, color="black" if bright else "white")
 
 
 def plot_weight_matrices(
