@@ -1,0 +1,408 @@
+# %% [markdown]
+# # 03 · Weighting strategies: who is compared with whom, and how much
+#
+# RPO's contrast matrix (notebook 02) compares every chosen response $y_{w,i}$ with every rejected
+# response $y_{l,j}$ in the batch, including responses to unrelated prompts. A weight matrix $w$
+# decides how much each contrast counts. This notebook computes every weighting strategy on real
+# sentence embeddings of related and unrelated prompts (the bundled all-MiniLM-L6-v2), then shows, with
+# numbers, every place where the paper and the official code differ.
+#
+# 1. Real prompt embeddings and their distances (paper Eq. 11)
+# 2. Embedding weights across the temperature $\tau$ (paper Eq. 12; the values of the paper's Table 2)
+# 3. The other strategies: uniform, diagonal (paper Eq. 14) and Sinkhorn (beyond the paper)
+# 4. The effective $\beta$ of each contrast: weights sit inside the sigmoid
+# 5. Paper versus official code, numerically:
+#    (a) weights inside or outside the log-sigmoid, (b) uniform $1/N$ or $1$,
+#    (c) per-device or global contrast matrix, (d) embedding every step or once
+#
+# The weighting code lives in `rpo_tutorial/weighting.py`, the loss in `rpo_tutorial/losses.py`.
+
+# %%
+import os
+
+SMOKE = os.environ.get("RPO_SMOKE") == "1"  # CI sets RPO_SMOKE=1; the default is the full run
+
+TAUS = (0.25, 0.5, 0.75, 1.0)  # the temperatures of the paper's Table 2
+TAU = 0.5  # the temperature used where one is needed
+ALPHA = 0.5  # the diagonal strategy's weight on the own pair
+BETA = 0.1
+TIMING_REPEATS = 2 if SMOKE else 30  # timed calls per method in section 5(d)
+SHUFFLES = 200 if SMOKE else 5000  # random batch orders in section 5(c)
+
+# %%
+import time
+
+import torch
+import torch.nn.functional as F
+
+from rpo_tutorial.embeddings import PromptEmbedder, add_prompt_embeddings, stack_prompt_embeddings
+from rpo_tutorial.examples import example_texts, example_topics
+from rpo_tutorial.losses import contrast_matrix, rpo_loss
+from rpo_tutorial.paths import cache_dir, figures_dir
+from rpo_tutorial.plot_tutorial import plot_coverage, plot_weight_panels, weight_shares
+from rpo_tutorial.weighting import (
+    compute_weights,
+    diagonal_mass,
+    diagonal_weights,
+    embedding_weights,
+    prompt_distances,
+    row_entropy,
+    sinkhorn_weights,
+    uniform_weights,
+)
+
+FIGURES_DIR = cache_dir() / "smoke-figures" if SMOKE else figures_dir()  # smoke runs leave figures/ alone
+torch.set_printoptions(precision=3, sci_mode=False, linewidth=140)
+print(f"SMOKE={SMOKE}")
+
+# %% [markdown]
+# ## 1. Real prompt embeddings
+#
+# The first two prompts are the paper's motivating example: two differently worded questions about
+# photosynthesis. A good answer to one teaches something about the other, which is the contrast DPO
+# never sees. The other prompts come in related pairs from three more topics.
+#
+# Each prompt $x$ is embedded by a sentence encoder into a vector $e$, and prompts are compared by
+# cosine distance (paper Eq. 11):
+#
+# $$ d_{ij} = 1 - \frac{e_i \cdot e'_j}{\lVert e_i \rVert\, \lVert e'_j \rVert}. $$
+
+# %%
+texts, topics = example_texts(), example_topics()
+embedder = PromptEmbedder()  # the bundled all-MiniLM-L6-v2, offline; vectors cached on disk
+prompt_embeddings = embedder.embed(texts, show_progress=False)  # (8, 384), unit norm
+labels = [f"[{i}] {text}" for i, text in enumerate(texts)]
+for label, topic in zip(labels, topics):
+    print(f"{topic:8s} {label}")
+print("embeddings:", tuple(prompt_embeddings.shape))
+
+distances = prompt_distances(prompt_embeddings, prompt_embeddings)  # (8, 8), Eq. 11
+teaching_distances = 1.0 - F.cosine_similarity(prompt_embeddings[:, None, :], prompt_embeddings[None, :, :], dim=-1)
+torch.testing.assert_close(distances, teaching_distances.clamp(0.0, 2.0), atol=1e-6, rtol=0)
+print("cosine similarity 1 - d_ij:\n", 1.0 - distances)
+same_topic = torch.tensor([[a == b for b in topics] for a in topics]) & ~torch.eye(len(texts), dtype=torch.bool)
+print(f"mean similarity: same topic {(1 - distances)[same_topic].mean():.3f}, "
+      f"other topics {(1 - distances)[~same_topic & ~torch.eye(len(texts), dtype=torch.bool)].mean():.3f}")
+assert (1 - distances)[0, 1] > 0.5 > (1 - distances)[0, 2:].max()  # photosynthesis ~ sunlight, not ~ the rest
+
+# %% [markdown]
+# ## 2. Embedding weights across the temperature
+#
+# Each row of the weight matrix is a softmax over the rejected responses, sharper for smaller $\tau$
+# (paper Eq. 12):
+#
+# $$ w_{ij} = \frac{\exp(-d_{ij} / \tau)}{\sum_{j'} \exp(-d_{ij'} / \tau)}, \qquad \sum_j w_{ij} = 1. $$
+#
+# In a paired batch the own pair has $d_{ii} = 0$ and gets the largest weight; related prompts get more
+# than unrelated ones; as $\tau \to \infty$ every row becomes uniform, $1/N$. MiniLM's cosine distances
+# between different prompts lie roughly in $[0.3, 1.1]$, so even $\tau = 0.25$ leaves visible weight off
+# the diagonal. The paper's Table 2 compares exactly these four temperatures.
+
+# %%
+def embedding_weights_teaching(chosen_embeddings, rejected_embeddings, tau):
+    weights = torch.empty(len(chosen_embeddings), len(rejected_embeddings))
+    for i, e_i in enumerate(chosen_embeddings):
+        d_i = torch.stack([1 - F.cosine_similarity(e_i, e_j, dim=0) for e_j in rejected_embeddings])  # Eq. 11
+        weights[i] = torch.exp(-d_i / tau) / torch.exp(-d_i / tau).sum()  # Eq. 12
+    return weights
+
+
+weights_by_tau = {}
+for tau in TAUS:
+    weights = embedding_weights(prompt_embeddings, prompt_embeddings, tau=tau)  # (8, 8)
+    torch.testing.assert_close(weights, embedding_weights_teaching(prompt_embeddings, prompt_embeddings, tau))
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(texts)))
+    weights_by_tau[f"embedding, tau={tau}"] = weights
+
+print("  tau | own pair | related prompt | unrelated | row entropy (uniform = log 8 = 2.079)")
+for tau, weights in zip(TAUS, weights_by_tau.values()):
+    shares = weight_shares(weights, topics)
+    print(f"{tau:5.2f} | {shares['own']:8.3f} | {shares['related']:14.3f} | {shares['unrelated']:9.3f} | "
+          f"{row_entropy(weights).mean():.3f}")
+very_large_tau = embedding_weights(prompt_embeddings, prompt_embeddings, tau=1e6)
+torch.testing.assert_close(very_large_tau, uniform_weights(8, 8))  # tau -> infinity: uniform 1/N
+
+plot_weight_panels(weights_by_tau, labels, topics, "share of each row's weight, by tau",
+                   path=FIGURES_DIR / "weights_across_tau.png");
+
+# %% [markdown]
+# ## 3. The other strategies
+#
+# * **Uniform**: $w_{ij} = 1/N$. Every contrast counts the same, related or not (the paper's "naive"
+#   baseline; section 5(b) shows the official code's variant).
+# * **Diagonal** (paper Eq. 14, paired data only): $w_{ii} = \alpha$ and $w_{ij} = (1-\alpha)/(M-1)$ for
+#   $j \ne i$. $\alpha = 1$ keeps only DPO's own pairs; $\alpha = 1/M$ is uniform. It ignores the prompts'
+#   meaning.
+# * **Sinkhorn** (beyond the paper; its stated future work on optimal transport): entropic optimal
+#   transport with cost $d_{ij}/\tau$. Rows still sum to 1 and still favour similar prompts, but every
+#   column also receives the same total weight $M/N$.
+#
+# Why balance the columns? With embedding weights a rejected response whose prompt resembles *many*
+# chosen prompts collects weight from every one of those rows, so it is pushed down harder than the
+# others. In the balanced paired batch above (two prompts per topic) the columns are already nearly
+# balanced, so Sinkhorn and embedding weights almost coincide. The unpaired batch below is not balanced:
+# four bread questions among its chosen prompts and one bread question among its rejected ones. Look at
+# that column's total.
+
+# %%
+strategies = {
+    f"embedding, tau={TAU}": compute_weights("embedding", prompt_embeddings, prompt_embeddings, tau=TAU),
+    "uniform (paper: 1/N)": compute_weights("uniform", prompt_embeddings, prompt_embeddings),
+    f"diagonal, alpha={ALPHA}": compute_weights("diagonal", prompt_embeddings, prompt_embeddings, alpha=ALPHA),
+    f"sinkhorn, tau={TAU}": compute_weights("sinkhorn", prompt_embeddings, prompt_embeddings, tau=TAU),
+}
+for name, weights in strategies.items():
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(texts)))  # every strategy: rows sum to 1
+    shares = weight_shares(weights, topics)
+    print(f"{name:22s} own {shares['own']:.3f}  related {shares['related']:.3f}  unrelated {shares['unrelated']:.3f}"
+          f"  (diagonal mass {diagonal_mass(weights):.3f})")
+print("diagonal, alpha=1 is the identity (DPO):", torch.equal(diagonal_weights(8, alpha=1.0), torch.eye(8)))
+
+plot_weight_panels(strategies, labels, topics, "share of each row's weight, by strategy",
+                   path=FIGURES_DIR / "strategy_comparison.png");
+
+# %%
+chosen_prompts = [
+    "How do I bake a simple loaf of bread at home?",
+    "What is the easiest way to make sourdough bread?",
+    "How long should I knead bread dough?",
+    "Why did my homemade bread come out dense?",
+    "Explain the process of photosynthesis.",
+    "How do plants turn sunlight into energy?",
+    "How can I start saving money for retirement?",
+    "What are good ways to build an emergency fund?",
+]
+rejected_prompts = [
+    "Can I bake bread without yeast?",
+    "Why are leaves green?",
+    "Should I pay off debt before investing?",
+    "What should I pack for a week-long hiking trip?",
+]
+chosen_embeddings = embedder.embed(chosen_prompts, show_progress=False)  # (M=8, D)
+rejected_embeddings = embedder.embed(rejected_prompts, show_progress=False)  # (N=4, D)
+unpaired_embedding = embedding_weights(chosen_embeddings, rejected_embeddings, tau=TAU)  # (8, 4)
+unpaired_sinkhorn = sinkhorn_weights(chosen_embeddings, rejected_embeddings, tau=TAU)  # (8, 4)
+print("rejected prompts:          ", [p[:22] for p in rejected_prompts])
+print("column sums, embedding:    ", unpaired_embedding.sum(dim=0))
+print("column sums, sinkhorn:     ", unpaired_sinkhorn.sum(dim=0), f"(target M/N = {8 / 4:.0f})")
+print("row of 'knead bread dough', embedding:", unpaired_embedding[2])
+print("row of 'knead bread dough', sinkhorn: ", unpaired_sinkhorn[2])
+torch.testing.assert_close(unpaired_sinkhorn.sum(dim=0), torch.full((4,), 2.0), atol=1e-3, rtol=0)
+assert unpaired_embedding.sum(dim=0)[0] == unpaired_embedding.sum(dim=0).max()  # the bread column is overloaded
+
+# %% [markdown]
+# ## 4. The effective $\beta$ of each contrast
+#
+# The paper puts the weight *inside* the sigmoid (paper Eq. 15), with a mean over $j$:
+#
+# $$
+# \mathcal{L}_{\text{RPO}} = \frac{1}{M} \sum_{i=1}^{M} \frac{1}{N} \sum_{j=1}^{N}
+# -\log \sigma\big(w_{ij}\, s_{ij}\big),
+# \qquad s_{ij} = \beta\,(c_i - r_j).
+# $$
+#
+# So the contrast $(i, j)$ behaves like a DPO pair with its own temperature $\beta\, w_{ij}$. Rows sum
+# to 1, so $w_{ij}$ averages $1/N$ and the effective $\beta$ is about $\beta / N$: with $\beta = 0.1$ and a batch
+# of 8, a contrast acts like DPO with $\beta \approx 0.0125$, a little more on the diagonal and on related
+# prompts. At the start of training ($s = 0$) the gradient with respect to a chosen log-ratio is then
+# $N$ times smaller than DPO's. When comparing with DPO, scale $\beta$ (or the learning rate) accordingly.
+
+# %%
+effective_beta = BETA * strategies[f"embedding, tau={TAU}"]  # (8, 8): beta * w_ij
+print(f"effective beta, embedding tau={TAU}: own pair {effective_beta.diagonal().mean():.4f}, "
+      f"related {effective_beta[same_topic].mean():.4f}, "
+      f"unrelated {effective_beta[~same_topic & ~torch.eye(8, dtype=torch.bool)].mean():.4f}, "
+      f"mean {effective_beta.mean():.4f} = beta / N = {BETA / 8:.4f}")
+
+# Gradient at the start of training (policy = reference, every s_ij = 0): RPO against DPO.
+zeros = torch.zeros(8)
+chosen = zeros.clone().requires_grad_(True)
+rpo_loss(chosen, zeros, zeros, zeros, strategies[f"embedding, tau={TAU}"], beta=BETA)[0].mean().backward()
+rpo_gradient = chosen.grad.clone()
+chosen.grad = None
+from rpo_tutorial.losses import dpo_loss  # noqa: E402
+
+dpo_loss(chosen, zeros, zeros, zeros, beta=BETA)[0].mean().backward()
+print(f"d loss / d c_i at s = 0: RPO {rpo_gradient[0]:.6f}, DPO {chosen.grad[0]:.6f} "
+      f"(ratio {chosen.grad[0] / rpo_gradient[0]:.1f})")
+torch.testing.assert_close(chosen.grad / rpo_gradient, torch.full((8,), 8.0))  # exactly N times
+
+# %% [markdown]
+# ## 5. Paper versus official code, numerically
+#
+# For the rest of the notebook we need log-ratios. Real ones come from a model (notebook 02); here a
+# seeded random draw of plausible size (a few nats) is enough, because every comparison below is between
+# two formulas applied to the *same* numbers.
+#
+# ### (a) Weights inside or outside the log-sigmoid
+#
+# | `placement` | per-row loss | used by |
+# |---|---|---|
+# | `"score"` | $\frac{1}{N}\sum_j -\log\sigma(w_{ij}\, s_{ij})$ | paper (Eq. 15); official code, embedding weights |
+# | `"loss"` | $\sum_j w_{ij}\,\big(-\log\sigma(s_{ij})\big)$ | official code for its diagonal strategy |
+#
+# Outside, a weight scales the *loss* of a contrast (each contrast keeps the full $\beta$); inside, it
+# scales the contrast's *temperature*. Two consequences, checked below against brute-force loops:
+# at the start of training "loss" has $N$ times the gradient of "score"; and a zero weight removes a
+# contrast under "loss" but leaves the constant $\log 2$ under "score" (the term $-\log\sigma(0)$ stays).
+
+# %%
+generator = torch.Generator().manual_seed(0)
+policy_chosen, policy_rejected, reference_chosen, reference_rejected = (
+    -30 + 3 * torch.randn(8, generator=generator) for _ in range(4))  # summed log-probs of 8 pairs
+logps = (policy_chosen, policy_rejected, reference_chosen, reference_rejected)
+scores = contrast_matrix(policy_chosen - reference_chosen, policy_rejected - reference_rejected, BETA)  # (8, 8)
+
+
+def rpo_teaching(scores, weights, placement):
+    M, N = scores.shape
+    losses = torch.zeros(M)
+    for i in range(M):
+        for j in range(N):
+            if placement == "score":
+                losses[i] += -F.logsigmoid(weights[i, j] * scores[i, j]) / N
+            else:
+                losses[i] += weights[i, j] * -F.logsigmoid(scores[i, j])
+    return losses
+
+
+weights = strategies[f"embedding, tau={TAU}"]
+for placement in ("score", "loss"):
+    package = rpo_loss(*logps, weights, beta=BETA, placement=placement)[0]
+    torch.testing.assert_close(package, rpo_teaching(scores, weights, placement))
+    print(f"placement={placement!r:8s} batch loss {package.mean():.4f}   per row {package}")
+
+# The gradient at the start of training (every s_ij = 0): "loss" is N times "score".
+start_gradients = {}
+for placement in ("score", "loss"):
+    chosen = zeros.clone().requires_grad_(True)
+    rpo_loss(chosen, zeros, zeros, zeros, weights, beta=BETA, placement=placement)[0].mean().backward()
+    start_gradients[placement] = chosen.grad
+torch.testing.assert_close(start_gradients["loss"], 8 * start_gradients["score"])
+print(f"d loss / d c_i at s = 0: 'score' {start_gradients['score'][0]:.6f}, 'loss' {start_gradients['loss'][0]:.6f}")
+
+# A zero weight: with the diagonal strategy at alpha = 1 only DPO's own pairs should count.
+identity = diagonal_weights(8, alpha=1.0)
+dpo_losses = dpo_loss(*logps, beta=BETA)[0]
+as_score = rpo_loss(*logps, identity, beta=BETA, placement="score")[0]
+as_loss = rpo_loss(*logps, identity, beta=BETA, placement="loss")[0]
+torch.testing.assert_close(as_loss, dpo_losses)  # outside: exactly DPO
+torch.testing.assert_close(as_score, (dpo_losses + 7 * torch.log(torch.tensor(2.0))) / 8)  # inside: DPO/N + log 2 terms
+print(f"alpha=1: DPO {dpo_losses.mean():.4f} | 'loss' placement {as_loss.mean():.4f} | "
+      f"'score' placement {as_score.mean():.4f} = (DPO + 7 log 2) / 8")
+
+# %% [markdown]
+# ### (b) Uniform weights: $1/N$ (paper) or $1$ (official code)
+#
+# The official code's uniform strategy puts ones inside the sigmoid: the plain mean of
+# $-\log\sigma(s_{ij})$ over all $M \times N$ contrasts, each with the full $\beta$. The paper's $1/N$ gives
+# each contrast $\beta/N$. The official variant is exactly the paper's $1/N$ placed *outside*.
+
+# %%
+uniform_paper = uniform_weights(8, 8, convention="paper")  # 1/N
+uniform_official = uniform_weights(8, 8, convention="official")  # 1
+loss_paper = rpo_loss(*logps, uniform_paper, beta=BETA)[0]
+loss_official = rpo_loss(*logps, uniform_official, beta=BETA)[0]
+torch.testing.assert_close(loss_official, -F.logsigmoid(scores).mean(dim=1))  # mean over all pairs, full beta
+torch.testing.assert_close(loss_official, rpo_loss(*logps, uniform_paper, beta=BETA, placement="loss")[0])
+print(f"effective beta per contrast: paper {BETA / 8:.4f}, official {BETA:.4f}")
+print(f"batch loss: paper {loss_paper.mean():.4f}, official {loss_official.mean():.4f}")
+
+for name, uniform in (("paper", uniform_paper), ("official", uniform_official)):
+    chosen = zeros.clone().requires_grad_(True)
+    rpo_loss(chosen, zeros, zeros, zeros, uniform, beta=BETA)[0].mean().backward()
+    print(f"gradient at the start, {name:8s}: {chosen.grad[0]:.5f} per chosen log-ratio")
+
+# %% [markdown]
+# ### (c) A per-device (local) or a global contrast matrix
+#
+# With data parallelism each GPU holds a slice of the batch. The official code builds the contrast
+# matrix from each device's own slice, so with 2 devices and a batch of 8 a device sees a $4 \times 4$
+# matrix: $2 \times 16 = 32$ of the $64$ contrasts, and its weights are normalised over 4 columns rather
+# than 8. A global matrix gathers the log-ratios (and prompt embeddings) of all devices first. Below we
+# simulate both on one process, with a random batch order as a data loader would give.
+
+# %%
+order = torch.randperm(8, generator=torch.Generator().manual_seed(1))  # the batch as the sampler shuffled it
+devices = [order[:4], order[4:]]  # 2 devices x 4 examples
+chosen_logratios = (policy_chosen - reference_chosen)[order]
+rejected_logratios = (policy_rejected - reference_rejected)[order]
+batch_embeddings = prompt_embeddings[order]
+
+global_weights = embedding_weights(batch_embeddings, batch_embeddings, tau=TAU)  # (8, 8)
+global_loss = rpo_loss(chosen_logratios, rejected_logratios, zeros, zeros, global_weights, beta=BETA)[0].mean()
+local_losses, covered = [], torch.zeros(8, 8, dtype=torch.bool)
+for rank in range(2):
+    rows = torch.arange(4 * rank, 4 * rank + 4)  # this device's positions in the batch
+    local_weights = embedding_weights(batch_embeddings[rows], batch_embeddings[rows], tau=TAU)  # (4, 4)
+    local_losses.append(rpo_loss(chosen_logratios[rows], rejected_logratios[rows], zeros[:4], zeros[:4],
+                                 local_weights, beta=BETA)[0].mean())
+    covered[rows[:, None], rows[None, :]] = True  # (4, 1), (1, 4) -> the device's 4 x 4 block
+local_loss = torch.stack(local_losses).mean()  # what DDP's gradient average optimises
+batch_topics = [topics[k] for k in order]
+related = torch.tensor([[a == b for b in batch_topics] for a in batch_topics]) & ~torch.eye(8, dtype=torch.bool)
+print(f"contrasts seen: global {8 * 8}, local {int(covered.sum())} (= 2 x 16)")
+print(f"related cross-prompt contrasts seen: global {int(related.sum())}, local {int((related & covered).sum())}")
+print(f"loss: global {global_loss:.4f}, mean of the two local losses {local_loss:.4f}")
+assert int(covered.sum()) == 32
+
+split = 0
+for seed in range(SHUFFLES):  # how often does a random order keep a related pair on one device?
+    shuffled = torch.randperm(8, generator=torch.Generator().manual_seed(100 + seed))
+    device_of = torch.empty(8, dtype=torch.long)
+    device_of[shuffled] = torch.arange(8) // 4  # example k -> its device
+    split += sum(device_of[2 * t] != device_of[2 * t + 1] for t in range(4)).item()  # topics are pairs 2t, 2t+1
+print(f"over {SHUFFLES} random orders, {1 - split / (4 * SHUFFLES):.3f} of related prompt pairs share a device "
+      f"(exact: 3/7 = {3 / 7:.3f}); a global matrix always sees them")
+
+plot_coverage({"global: all 64 contrasts": torch.ones(8, 8), "local (2 devices): 32 contrasts": covered,
+               "related pairs seen locally": related & covered},
+              [f"[{k}] {texts[k][:24]}" for k in order.tolist()]);
+
+# %% [markdown]
+# ### (d) Embedding the prompts every step, or once
+#
+# The official code runs the sentence encoder inside every training step, on every device. The
+# package embeds each prompt once (with a disk cache) and stores the vector in the row; a training step
+# then only stacks stored vectors. The weights are identical; the cost is not.
+
+# %%
+def encode_every_step() -> torch.Tensor:
+    """What the official code does inside each training step: run the sentence encoder."""
+    return embedder.model.encode(texts, convert_to_tensor=True, normalize_embeddings=True).float().cpu()
+
+
+encode_every_step()  # warm-up: loads the model if the cache has spared it so far, so we time encoding alone
+rows = add_prompt_embeddings([{"prompt": text} for text in texts], embedder, show_progress=False)  # once
+
+
+def seconds_per_call(function, repeats):
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = function()
+    return (time.perf_counter() - start) / repeats, result
+
+
+encode_seconds, encoded = seconds_per_call(encode_every_step, TIMING_REPEATS)
+disk_seconds, from_disk = seconds_per_call(lambda: embedder.embed(texts, show_progress=False), TIMING_REPEATS)
+stored_seconds, stored = seconds_per_call(lambda: stack_prompt_embeddings(rows), TIMING_REPEATS * 10)
+weights_per_step = embedding_weights(encoded, encoded, tau=TAU)
+for other in (from_disk, stored):
+    torch.testing.assert_close(embedding_weights(other, other, tau=TAU), weights_per_step, atol=1e-5, rtol=0)
+print("identical weights from all three sources")
+print(f"encode every step (official): {1e3 * encode_seconds:8.2f} ms per batch of {len(texts)} prompts")
+print(f"disk-cache lookup:            {1e3 * disk_seconds:8.2f} ms")
+print(f"stack stored vectors:         {1e3 * stored_seconds:8.3f} ms")
+print(f"over 1,000 training steps, encoding costs ~{encode_seconds * 1000:.0f} s of CPU time that stored vectors avoid")
+
+# %% [markdown]
+# Figures saved (full run): `figures/weights_across_tau.png` and `figures/strategy_comparison.png`.
+#
+# **Summary.** Embedding weights put most of a row's weight on the own pair and related prompts, more so
+# for small $\tau$; the diagonal strategy does the same blindly; Sinkhorn keeps the preference for
+# related prompts but stops a popular rejected response from being pushed down by every row. Inside
+# the sigmoid, weights are per-contrast temperatures, so RPO's effective $\beta$ is about $\beta/N$. The
+# official code differs from the paper in placement for the diagonal strategy, in the uniform
+# convention, in building contrasts per device, and in re-embedding every step. The trainer's `RPOConfig`
+# exposes the first three as options (`placement`, `uniform_convention`, `contrast_scope`), so either
+# behaviour can be reproduced, and always reads stored embeddings.
