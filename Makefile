@@ -35,8 +35,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow" -q
 
+# Regenerates figures/: notebooks 01-03 at full size (a few minutes on a CPU) and the weights demo.
 figures: $(STAMP)
-	$(PY) -m rpo_tutorial figures
+	$(PY) -m rpo_tutorial weights --output-dir figures
+	$(PY) -m pytest --nbmake notebooks/01_*.ipynb notebooks/02_*.ipynb notebooks/03_*.ipynb -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_overhead.py
