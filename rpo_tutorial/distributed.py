@@ -16,8 +16,9 @@ of the WHOLE global micro-batch:
 
 The result equals one process running the concatenated batch (tested with 2 CPU processes).
 
-Run anything using this with e.g. ``torchrun --nproc_per_node 2 ...`` or
-``accelerate launch --config_file configs/cpu_2proc.yaml -m rpo_tutorial train ...``.
+Run it on CPU with ``torchrun --nproc_per_node 2 -m rpo_tutorial train ...`` (``accelerate
+launch`` starts several CPU processes only through MPI) and on GPUs with ``accelerate launch
+--config_file configs/<ddp|fsdp|deepspeed>.yaml -m rpo_tutorial train ...``.
 """
 from __future__ import annotations
 

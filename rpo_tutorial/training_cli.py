@@ -3,8 +3,7 @@
     rpo-tutorial train --preset smoke --output-dir /tmp/smoke          # seconds, CPU
     rpo-tutorial sft   --preset demo --output-dir outputs/sft
     rpo-tutorial train --preset demo --model outputs/sft --loss rpo --tau 0.3 --no-paired
-    accelerate launch --config_file configs/cpu_2proc.yaml -m rpo_tutorial train --preset smoke \\
-        --contrast-scope global
+    torchrun --nproc_per_node 2 -m rpo_tutorial train --preset smoke --contrast-scope global  # 2 CPU processes
 
 Flags are generated from the dataclass fields (``max_prompt_length`` -> ``--max-prompt-length``):
 booleans get ``--flag`` / ``--no-flag``; optional fields also accept ``none``. A flag that is not

@@ -1,0 +1,289 @@
+# %% [markdown]
+# # 05 · The paper's recipe: Mistral-7B, SFT then RPO on HH, on 8 GPUs
+#
+# The paper (Yin et al., Sec. 5) fine-tunes Mistral-7B-v0.1 on Anthropic HH in two stages: supervised
+# fine-tuning (SFT) on the preferred responses, then RPO starting from (and referenced against) the SFT
+# model. This notebook is the recipe for that run on one machine with 8 GPUs:
+#
+# 1. The configuration (the `paper` preset)
+# 2. The exact launch commands (accelerate + FSDP, or DeepSpeed ZeRO-3)
+# 3. Memory per GPU, worked out from the parameter count and the batch shape
+# 4. Time, from FLOPs
+# 5. The global contrast matrix: $64 \times 64$ instead of eight $8 \times 8$ blocks
+# 6. The run itself, and its metrics
+# 7. Resuming an interrupted run
+#
+# **Hardware.** The default run needs 8 GPUs with at least 40 GB each (A100 / H100) and internet access
+# (the model and HH come from the Hugging Face hub). With `RPO_SMOKE=1` the *same code path* (the same
+# CLI, the same trainer, two processes with the global contrast matrix) runs on a CPU in under a minute,
+# with a tiny random Mistral instead of the 7B one.
+
+# %%
+import os
+
+SMOKE = os.environ.get("RPO_SMOKE") == "1"  # CI sets RPO_SMOKE=1; the default is the real 8-GPU run
+
+NUM_PROCESSES = 2 if SMOKE else 8  # data-parallel processes (GPUs; CPU processes in smoke mode)
+SMOKE_STEPS = 4  # optimizer steps of the smoke run (the real run does one epoch of HH)
+
+# %%
+import json
+import math
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import torch
+
+from rpo_tutorial import estimates, paths
+from rpo_tutorial.config import PAPER_NUM_GPUS, get_preset
+from rpo_tutorial.estimates import GB, MISTRAL_7B
+from rpo_tutorial.metrics import read_metrics
+from rpo_tutorial.plot_training import plot_training_curves
+
+RUN_DIR = paths.REPO_ROOT / "outputs" / ("05_smoke" if SMOKE else "05_mistral7b")  # outputs/ is git-ignored
+FIGURES_DIR = paths.cache_dir() / "smoke-figures" if SMOKE else paths.figures_dir()  # smoke leaves figures/ alone
+print(f"SMOKE={SMOKE}: {NUM_PROCESSES} processes, outputs in {RUN_DIR}")
+
+# %% [markdown]
+# ## 1. The configuration
+#
+# Everything the paper reports lives in one preset. The global batch is
+# $8 \text{ pairs per GPU} \times 8 \text{ GPUs} \times 1 \text{ accumulation step} = 64$ pairs; RMSprop with
+# learning rate $5 \cdot 10^{-7}$ and 150 warm-up steps; one epoch; $\beta = 0.1$; $\tau = 0.5$ for paired data
+# (0.75 unpaired); prompts cut to 256 tokens and prompt + response to 512; bf16; FSDP full shard with
+# activation checkpointing on every `MistralDecoderLayer`.
+
+# %%
+paper = get_preset("paper")
+global_batch = paper.per_device_train_batch_size * PAPER_NUM_GPUS * paper.gradient_accumulation_steps
+for field in ("model", "dataset", "loss", "weighting", "per_device_train_batch_size", "gradient_accumulation_steps",
+              "optimizer", "learning_rate", "warmup_steps", "num_train_epochs", "beta", "max_prompt_length",
+              "max_length", "bf16", "fsdp", "fsdp_layer_class", "gradient_checkpointing", "reference",
+              "contrast_scope"):
+    print(f"{field:28s} {getattr(paper, field)}")
+print(f"{'effective_tau':28s} {paper.effective_tau}")
+print(f"{'global batch (pairs)':28s} {global_batch}")
+assert global_batch == 64
+
+# %% [markdown]
+# ## 2. Launch commands
+#
+# `accelerate launch` starts one process per GPU and `configs/fsdp_mistral7b_8gpu.yaml` tells it to shard
+# with FSDP (each decoder layer one unit, bf16, activation checkpointing). Stage 1 trains the SFT model;
+# stage 2 starts from it, and that same SFT model is the frozen reference $\pi_{\text{ref}}$.
+# `--contrast-scope global` makes the contrast matrix span the whole global batch of 64 pairs (section 5);
+# leave it out to reproduce the official code's per-GPU matrices.
+#
+# DeepSpeed ZeRO-3 does the same sharding (`pip install deepspeed`): use
+# `configs/deepspeed_zero3_8gpu.yaml` and turn the preset's FSDP fields off (`--no-fsdp --fsdp-layer-class none`).
+# On a machine with less memory per GPU, add `--reference precomputed`: the reference log-probs are
+# computed in one pass before training and stored with the data, so no second 7B model stays in memory.
+
+# %%
+SFT_DIR, RPO_DIR = "runs/mistral-sft", "runs/mistral-rpo"
+fsdp_launch = ["accelerate", "launch", "--config_file", "configs/fsdp_mistral7b_8gpu.yaml", "-m", "rpo_tutorial"]
+zero3_launch = ["accelerate", "launch", "--config_file", "configs/deepspeed_zero3_8gpu.yaml", "-m", "rpo_tutorial"]
+commands = {
+    "1. SFT (FSDP)": fsdp_launch + ["sft", "--preset", "paper", "--output-dir", SFT_DIR],
+    "2. RPO (FSDP)": fsdp_launch + ["train", "--preset", "paper", "--model", SFT_DIR, "--contrast-scope", "global",
+                                    "--output-dir", RPO_DIR],
+    "2'. RPO (DeepSpeed ZeRO-3)": zero3_launch + ["train", "--preset", "paper", "--no-fsdp", "--fsdp-layer-class",
+                                                  "none", "--model", SFT_DIR, "--contrast-scope", "global",
+                                                  "--output-dir", RPO_DIR],
+    "resume an interrupted RPO run": fsdp_launch + ["train", "--preset", "paper", "--model", SFT_DIR,
+                                                    "--contrast-scope", "global", "--output-dir", RPO_DIR,
+                                                    "--resume-from-checkpoint", "last"],
+}
+for name, command in commands.items():
+    print(f"# {name}\n{shlex.join(command)}\n")
+
+# %% [markdown]
+# ## 3. Memory per GPU
+#
+# Mistral-7B has $d = 4096$, an MLP of width $f = 14336$, $L = 32$ layers, 32 query and 8 key/value heads
+# (so $k$ and $v$ are $4096 \times 1024$) and a vocabulary of $V = 32000$, with untied input and output
+# embeddings. Its parameter count:
+#
+# $$
+# N = \underbrace{2 V d}_{\text{embeddings}} + L \big(\underbrace{2 d^2 + 2 d \cdot 1024}_{q,o,k,v}
+#     + \underbrace{3 d f}_{\text{SwiGLU}} + 2d\big) + d = 7{,}241{,}732{,}096 .
+# $$
+#
+# Training state, FSDP full shard over $G = 8$ GPUs (bf16 compute, float32 master copy):
+#
+# * float32 weights, float32 gradients, and RMSprop's one float32 running average of $g^2$:
+#   $(4 + 4 + 4)\,N / G$ bytes. (Adam would add another $4N/G$.)
+# * the frozen reference in bf16, sharded the same way: $2N/G$; zero with precomputed reference log-probs;
+# * while a layer runs, FSDP gathers its full bf16 weights (and prefetches the next one).
+#
+# Activations of one micro-batch: 8 pairs are **16 sequences** (chosen and rejected stacked) of up to 512
+# tokens, $T = 8192$ tokens per GPU. With activation checkpointing each layer keeps only its input,
+# $L \cdot T \cdot d \cdot 2$ bytes, and one layer at a time recomputes its working set in backward:
+# about $16d + 2\cdot 1024 + 4f$ bf16-sized values per token, as `transformers` writes the layer (RMSNorm in
+# float32, $k$ and $v$ repeated to all 32 heads for SDPA, the four $f$-wide MLP tensors). The logits are the
+# big one-off: bf16 logits, their float32 copy, the log-softmax and its gradients, $16\,T\,V$ bytes.
+# (Both formulas were checked on an H200 with a Mistral-7B-shaped layer at $16 \times 512$ tokens: 2.05 GB
+# saved by one layer, 4.19 GB peak for the logits, as computed below.)
+
+# %%
+num_params = estimates.parameter_count(MISTRAL_7B)
+sequences = 2 * paper.per_device_train_batch_size  # chosen + rejected rows of one micro-batch
+print(f"N = {num_params:,} parameters; bf16 weights alone: {2 * num_params / GB:.1f} GB\n")
+for reference in ("model", "precomputed"):
+    memory = estimates.per_gpu_memory(MISTRAL_7B, num_gpus=PAPER_NUM_GPUS, sequences=sequences,
+                                      sequence_length=paper.max_length, reference=reference)
+    print(f"reference={reference!r}: per GPU")
+    for term, value in memory.items():
+        print(f"  {term:22s} {value / GB:6.2f} GB")
+    print()
+no_sharding = sum(estimates.training_state_bytes(num_params, num_gpus=1).values())
+print(f"without sharding (plain DDP) the training state alone is {no_sharding / GB:.0f} GB per GPU: "
+      "more than any GPU holds, hence FSDP / ZeRO-3.")
+
+# %% [markdown]
+# So about 22 GB per GPU with a live reference model and 20 GB with precomputed reference log-probs:
+# the run fits 40 GB A100s with room for the CUDA context, communication buffers and fragmentation, and an
+# 80 GB GPU could double the micro-batch. Without checkpointing every layer keeps its working set:
+
+# %%
+no_checkpointing = estimates.activation_bytes(MISTRAL_7B, sequences, paper.max_length, checkpointing=False)
+print(f"activations without checkpointing: {sum(no_checkpointing.values()) / GB:.0f} GB per GPU")
+
+# %% [markdown]
+# ## 4. Time
+#
+# A training step costs about $6N$ FLOPs per token (forward $2N$, backward $4N$), activation
+# checkpointing adds one more forward ($2N$), and the reference model's forward another $2N$ (live, or once
+# beforehand: the same count). HH's training split has 160,800 pairs, so one epoch at 64 pairs per step is
+# $\lceil 160800 / 64 \rceil = 2513$ optimizer steps, and at most $160800 \times 2 \times 512$ tokens (sequences
+# are padded to the longest in the micro-batch; real HH dialogues are often shorter, so this is an upper
+# bound). At 40 % of peak (a typical model-FLOPs utilisation for FSDP at this size):
+
+# %%
+HH_TRAIN_PAIRS = 160_800  # helpful-base 43,835 + helpful-online 22,007 + helpful-rejection 52,421 + harmless-base 42,537
+steps = estimates.optimizer_steps(HH_TRAIN_PAIRS, global_batch)
+rpo_tokens = HH_TRAIN_PAIRS * 2 * paper.max_length  # chosen + rejected, padded to 512 at most
+sft_tokens = HH_TRAIN_PAIRS * paper.max_length  # SFT reads the chosen responses only, no reference
+stages = {"SFT": estimates.training_flops(num_params, sft_tokens, reference_forward=False),
+          "RPO": estimates.training_flops(num_params, rpo_tokens)}
+PEAK_BF16 = {"A100 (312 TFLOP/s)": 312e12, "H100 SXM (989 TFLOP/s)": 989e12}  # dense bf16 peaks
+print(f"RPO: {steps} optimizer steps of {global_batch} pairs\n")
+for stage, flops in stages.items():
+    hours = {gpu: estimates.training_hours(flops, PAPER_NUM_GPUS, peak) for gpu, peak in PEAK_BF16.items()}
+    print(f"{stage}: {flops:.2e} FLOPs -> " + ", ".join(f"8 x {gpu}: {h:.1f} h" for gpu, h in hours.items()))
+
+# %% [markdown]
+# ## 5. The global contrast matrix
+#
+# RPO's loss (paper Eqs. 10-15) compares every chosen response $i$ with every rejected response $j$ of the
+# batch, $s_{ij} = \beta\big(\log\tfrac{\pi(y^+_i\mid x_i)}{\pi_{\text{ref}}(y^+_i\mid x_i)}
+#   - \log\tfrac{\pi(y^-_j\mid x_j)}{\pi_{\text{ref}}(y^-_j\mid x_j)}\big)$, weighted by prompt similarity.
+# The official code computes it per GPU, so with 8 GPUs of 8 pairs each the $64 \times 64$ matrix of the
+# global batch is cut into eight $8 \times 8$ diagonal blocks: a chosen response meets only the 8 rejected
+# responses on its own GPU, and the closest related prompt is usually on another GPU.
+#
+# `--contrast-scope global` all-gathers the log-ratios and prompt embeddings of every process (keeping
+# the gradient of each process's own rows, and scaling it so that DDP / FSDP averaging gives the gradient of
+# the global loss; see `rpo_tutorial/distributed.py`). The cost: two all-gathers of 64 numbers and one of
+# $64 \times 384$ embedding values per step, negligible next to a 7B model's gradient reduce.
+
+# %%
+per_gpu = paper.per_device_train_batch_size
+device_of_row = torch.arange(global_batch) // per_gpu  # (64,) which GPU holds pair i
+same_device = device_of_row[:, None] == device_of_row[None, :]  # (64, 1) == (1, 64) -> (64, 64)
+print(f"global: {global_batch} x {global_batch} = {global_batch ** 2} contrasts per step")
+print(f"local:  {PAPER_NUM_GPUS} blocks of {per_gpu} x {per_gpu} = {int(same_device.sum())} "
+      f"({same_device.float().mean():.1%} of them)")
+# With HH's random batches, how many of the 63 other prompts of row i sit on row i's GPU?
+print(f"other prompts a chosen response is contrasted with: {per_gpu - 1} (local) vs {global_batch - 1} (global)")
+
+# %% [markdown]
+# ## 6. The run
+#
+# Smoke mode runs the same command line with two CPU processes (gloo) and a tiny random Mistral
+# (`--model tiny-random:mistral`: 2 layers of width 64, with the SmolLM2 tokenizer) on 16 rows of the demo
+# dataset, with the global contrast matrix. Two CPU processes are started with `torchrun`:
+# `accelerate launch` starts several *CPU* processes only through MPI, so with a CPU config and
+# no MPI it would run a single process. On GPUs, `accelerate launch` as above.
+#
+# Every process writes the same metrics (the trainer reduces them over processes), and process 0 appends
+# one JSON object per logging step to `metrics.jsonl`.
+
+# %%
+if SMOKE:
+    shutil.rmtree(RUN_DIR, ignore_errors=True)  # a fresh smoke run (metrics.jsonl is appended to, never replaced)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(NUM_PROCESSES), "-m",
+              "rpo_tutorial"]
+    stages_to_run = {"RPO (smoke)": launch + ["train", "--preset", "smoke", "--model", "tiny-random:mistral",
+                                              "--contrast-scope", "global", "--max-steps", str(SMOKE_STEPS),
+                                              "--save-steps", "2", "--output-dir", str(RUN_DIR / "rpo")]}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+else:
+    launch = [sys.executable, "-m", "accelerate.commands.launch"] + fsdp_launch[2:]
+    stages_to_run = {
+        "SFT": launch + ["sft", "--preset", "paper", "--output-dir", str(RUN_DIR / "sft")],
+        "RPO": launch + ["train", "--preset", "paper", "--model", str(RUN_DIR / "sft"), "--contrast-scope", "global",
+                         "--output-dir", str(RUN_DIR / "rpo")],
+    }
+    environment = dict(os.environ)
+    if torch.cuda.device_count() < PAPER_NUM_GPUS:
+        raise RuntimeError(f"the paper run needs {PAPER_NUM_GPUS} GPUs, found {torch.cuda.device_count()}; "
+                           "run the commands of section 2 on an 8-GPU machine, or set RPO_SMOKE=1")
+
+for name, command in stages_to_run.items():
+    print(f"$ {shlex.join(command[2:] if SMOKE else command)}")
+    start = time.perf_counter()
+    finished = subprocess.run(command, cwd=paths.REPO_ROOT, env=environment, capture_output=True, text=True)
+    print(f"{name}: exit code {finished.returncode} after {time.perf_counter() - start:.0f} s")
+    lines = [line for line in finished.stdout.splitlines() if line.startswith(("sft:", "train:"))]
+    print("\n".join(dict.fromkeys(lines)))  # one summary per process; identical, so printed once
+    if finished.returncode != 0:
+        print(finished.stderr[-3000:])
+        raise RuntimeError(f"{name} failed (exit code {finished.returncode})")
+
+# %% [markdown]
+# ### What the metrics say
+#
+# `contrast/accuracy` is the share of all $M \times N$ contrasts with $s_{ij} > 0$, here over the *global*
+# matrix. `weights/row_entropy` is the mean entropy of the rows of the weight matrix (uniform rows over
+# $N$ columns give $\log N$); `weights/diagonal_mass` is the mean weight a chosen response gives its own
+# rejected response. In the 2-process smoke run of 2 x 4 pairs the global matrix is $8 \times 8$: row
+# entropies above $\log 4 \approx 1.39$, the most a per-process $4 \times 4$ matrix allows, show that the
+# weights really span both processes.
+
+# %%
+records = [r for r in read_metrics(RUN_DIR / "rpo" / "metrics.jsonl") if "loss" in r]
+print(f"{len(records)} logged steps")
+for record in records:
+    print(f"step {record['step']}: loss {record['loss']:.4f}  margins {record['rewards/margins']:+.4f}  "
+          f"contrast/accuracy {record['contrast/accuracy']:.3f}  row entropy {record['weights/row_entropy']:.3f}")
+assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+if SMOKE:  # a local 4 x 4 matrix could not have a row entropy above log 4
+    per_process = get_preset("smoke").per_device_train_batch_size
+    assert max(r["weights/row_entropy"] for r in records) > math.log(per_process), "contrast matrix is not global"
+plot_training_curves({"RPO, global contrast": RUN_DIR / "rpo"},
+                     path=FIGURES_DIR / ("smoke_multigpu_curves.png" if SMOKE else "mistral7b_training_curves.png"));
+
+# %% [markdown]
+# ## 7. Resuming
+#
+# Every `save_steps` optimizer steps (500 in the paper preset, about a fifth of the epoch) the trainer
+# writes `checkpoint-<step>/`: the sharded model and optimizer state, the scheduler, `trainer_state.json`
+# (the step, the logged history) and one random-number state per process (`rng_state_<rank>.pth`), which
+# makes the data order after resuming the same as without the interruption. Rerun the same command with
+# `--resume-from-checkpoint last` (section 2): it picks the newest `checkpoint-*` folder in `--output-dir`,
+# skips the batches already seen and goes on, appending to the same `metrics.jsonl`.
+# `tests/test_resume.py` checks that a resumed run reproduces the losses of an uninterrupted one.
+
+# %%
+checkpoints = sorted((RUN_DIR / "rpo").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+print("checkpoints:", [p.name for p in checkpoints])
+last = checkpoints[-1]
+state = json.loads((last / "trainer_state.json").read_text())
+print(f"{last.name}: global_step {state['global_step']}, files:")
+for item in sorted(last.iterdir()):
+    print("  ", item.name)
+print("\nto resume:", shlex.join(commands["resume an interrupted RPO run"]))
