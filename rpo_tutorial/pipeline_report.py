@@ -177,6 +177,7 @@ def write_results(output_dir: Path, preset: str, settings, methods: Sequence[str
     """Write results.json, results.md, samples.jsonl and the figure; print the table; return the results."""
     rows = result_rows(methods, evaluation, train_times, configs)
     table = markdown_results(rows)
+    implicit_pairs = max((row.get("implicit_pairs") or 0 for row in rows), default=0)
     figure_path = output_dir / FIGURE_FILE
     bars = [row for row in rows if row["win_rate"] is not None]
     plot_demo_results({LABELS[m]: output_dir / m for m in methods}, bars, path=figure_path, baseline="SFT")
@@ -199,6 +200,6 @@ def write_results(output_dir: Path, preset: str, settings, methods: Sequence[str
         f"# Demo results ({preset} preset)\n\nWin rates against the SFT model's samples on "
         f"{len(evaluation['heldout'])} held-out prompts x {settings.samples_per_prompt} sample(s), judged by "
         f"VADER sentiment (ties within {DEFAULT_TIE_MARGIN}). Implicit-reward accuracy on "
-        f"{len(evaluation['heldout'])} held-out preference pairs.\n\n{table}\n")
+        f"{implicit_pairs} held-out preference pairs.\n\n{table}\n")
     print("\n" + table + "\n", flush=True)
     return results
