@@ -285,7 +285,7 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (interleaved)")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per variant (interleaved)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant after the memory phase")
     parser.add_argument("--memory-steps", type=int, default=2, help="steps per variant in the memory phase")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

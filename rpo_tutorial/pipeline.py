@@ -19,12 +19,13 @@ Stages (each prints a line with the elapsed time; the long ones show tqdm bars):
 
 Choices made to fit 15 minutes on 2 CPU cores (``DemoSettings`` documents each number):
 - Only the top ``trainable_layers`` decoder layers (and the final norm) are trained; the lower
-  layers and the embeddings (tied to the LM head) stay frozen. Backward then stops early, which
-  roughly halves a step's cost. ``trainable_layers=None`` trains every parameter.
+  layers and the embeddings (tied to the LM head) stay frozen, so backward runs through the LM
+  head and the top layers only. ``trainable_layers=None`` trains every parameter.
 - beta = 0.1 for DPO and RPO, as in the paper. With embedding weights each row of w sums to 1,
   so one contrast of RPO's score placement has an effective beta of about beta / N (N = batch):
-  a weaker pull back to the reference. Under Adam the step size is set by the learning rate, so
-  over a few steps both move about as far; ``rpo_beta`` sets RPO's beta separately.
+  a weaker pull back to the reference, and its gradient is about N times smaller. Adam divides
+  the gradient by its own running scale, so over the demo's few steps both move about as far (the
+  logged DPO and RPO curves nearly coincide); ``rpo_beta`` sets RPO's beta separately.
 - Threads: on a busy machine PyTorch's OpenMP threads wait for each other at every operation
   (measured here: with other processes keeping both cores busy, one thread ran a training step
   ~2.5x and a sampling step ~10x faster than two). ``num_threads=None`` picks all cores when the
