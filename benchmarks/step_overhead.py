@@ -18,10 +18,10 @@ Memory first, one variant at a time: on a GPU the peak of ``torch.cuda.max_memor
 over building the variant (model copy, optimizer, reference) and ``--memory-steps`` steps, minus
 the memory in use before; on a CPU (Linux) the kernel's resident-memory high-water mark
 (``VmHWM``, reset through ``/proc/self/clear_refs`` after ``malloc_trim``) minus the resident
-memory before (elsewhere: resident memory sampled by a thread). Then time, with every variant alive: ``--warmup`` untimed steps,
-then ``--steps`` timed steps interleaved (step k of every variant, in a rotating order, before
-step k + 1 of any), so a background load that drifts hits all variants alike; the median is
-reported. No sampler thread runs while steps are timed. Goals (issue 4): RPO / DPO step time
+memory before (elsewhere: resident memory sampled by a thread). Then time, with every variant
+alive: ``--warmup`` untimed steps, then ``--steps`` timed steps interleaved (step k of every
+variant, in a rotating order, before step k + 1 of any), so a background load that drifts hits
+all variants alike; the median is reported. No sampler thread runs while steps are timed. Goals (issue 4): RPO / DPO step time
 <= 1.03 and peak memory <= 1.02 with cached embeddings.
 """
 from __future__ import annotations

@@ -32,13 +32,13 @@ def run_demo(output_dir: str | Path, preset: str = "demo", **changes) -> int:
 
 
 def _demo_command(args: argparse.Namespace) -> int:
-    changes = {name: getattr(args, name) for name in ("sft_rows", "train_rows", "learning_rate", "rpo_beta",
-                                                      "trainable_layers", "samples_per_prompt", "heldout_prompts")
-               if getattr(args, name) is not None}
+    names = ("sft_rows", "train_rows", "epochs", "learning_rate", "rpo_beta", "trainable_layers",
+             "samples_per_prompt", "heldout_prompts")
+    changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.no_save_models:
         changes["save_models"] = False
-    if args.no_instruct:
-        changes["include_instruct"] = False
+    if args.instruct:
+        changes["include_instruct"] = True
     return run_demo(args.output_dir, preset=args.preset, **changes)
 
 
@@ -54,13 +54,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="demo: bundled SmolLM2-135M-Instruct; smoke: a tiny random model (seconds)")
     demo.add_argument("--sft-rows", type=int, default=None, help="chosen responses for the SFT stage")
     demo.add_argument("--train-rows", type=int, default=None, help="preference pairs for DPO and RPO")
+    demo.add_argument("--epochs", type=float, default=None, help="DPO and RPO passes over their pairs")
     demo.add_argument("--learning-rate", type=float, default=None, help="DPO and RPO learning rate")
     demo.add_argument("--rpo-beta", type=float, default=None, help="RPO's beta if it should differ from DPO's")
     demo.add_argument("--trainable-layers", type=int, default=None, help="top decoder layers trained")
     demo.add_argument("--samples-per-prompt", type=int, default=None, help="samples per held-out prompt")
     demo.add_argument("--heldout-prompts", type=int, default=None, help="held-out prompts evaluated")
     demo.add_argument("--no-save-models", action="store_true", help="do not save the trained models")
-    demo.add_argument("--no-instruct", action="store_true", help="do not sample the starting instruct model")
+    demo.add_argument("--instruct", action="store_true",
+                      help="also sample the starting instruct model and judge it against SFT")
     demo.set_defaults(handler=_demo_command)
     weights = subparsers.add_parser("weights", help="show every weighting strategy on example prompts")
     weights.add_argument("--output-dir", default=None, help="folder for the PNG (default: figures/)")

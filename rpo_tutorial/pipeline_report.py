@@ -155,8 +155,20 @@ def markdown_results(rows: Sequence[Mapping[str, Any]]) -> str:
             counts = f"{row['wins']} / {row['ties']} / {row['losses']}"
         time_cell = "-" if row["train_time_s"] is None else f"{row['train_time_s']:.0f}"
         lines.append(f"| {row['method']} | {rate} | {row['n'] or '-'} | {counts} | "
-                     f"{_cell(row['implicit_reward_accuracy'], True)} | {_cell(row['mean_judge_score'])} | {time_cell} |")
+                     f"{_cell(row['implicit_reward_accuracy'], True)} | {_cell(row['mean_judge_score'])} "
+                     f"| {time_cell} |")
     return "\n".join(lines)
+
+
+def setup_line(settings, methods: Sequence[str], configs) -> str:
+    """One sentence with the run's sizes and hyper-parameters, for results.md."""
+    layers = "all parameters" if settings.trainable_layers is None else \
+        f"the top {settings.trainable_layers} decoder layers + final norm"
+    betas = ", ".join(f"{LABELS[m]} {configs[m].beta:g}" for m in methods)
+    return (f"Setup: SFT on {settings.sft_rows} chosen responses (1 pass, lr {settings.sft_learning_rate:g}); "
+            f"{' and '.join(LABELS[m] for m in methods)} on {settings.train_rows} pairs x {settings.epochs:g} "
+            f"epoch(s), {settings.batch_size} pairs per step, lr {settings.learning_rate:g}, beta {betas}, "
+            f"RPO embedding weights with tau {settings.tau:g}; {layers} trained; reference = the SFT model.")
 
 
 def _sample_records(evaluation: dict) -> list[dict]:
@@ -197,7 +209,8 @@ def write_results(output_dir: Path, preset: str, settings, methods: Sequence[str
     }
     (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n")
     (output_dir / RESULTS_MD).write_text(
-        f"# Demo results ({preset} preset)\n\nWin rates against the SFT model's samples on "
+        f"# Demo results ({preset} preset)\n\n{setup_line(settings, methods, configs)}\n\n"
+        f"Win rates against the SFT model's samples on "
         f"{len(evaluation['heldout'])} held-out prompts x {settings.samples_per_prompt} sample(s), judged by "
         f"VADER sentiment (ties within {DEFAULT_TIE_MARGIN}). Implicit-reward accuracy on "
         f"{implicit_pairs} held-out preference pairs.\n\n{table}\n")

@@ -71,6 +71,7 @@ def test_smoke_results_table_has_one_row_per_model_with_finite_numbers(smoke_run
         assert row["train_time_s"] > 0 and 0 <= row["implicit_reward_accuracy"] <= 1
         assert row["implicit_pairs"] == settings.heldout_prompts
     table = (output_dir / "results.md").read_text()
+    assert "Setup: SFT on 4 chosen responses" in table
     for label in METHOD_LABELS:
         assert f"| {label} |" in table
 
@@ -145,6 +146,7 @@ def test_stage_configs_share_data_order_steps_and_learning_rate(tmp_path):
     ({"batch_size": 0}, ("dpo", "rpo"), "batch_size"),
     ({"heldout_prompts": 0}, ("dpo", "rpo"), "heldout_prompts"),
     ({"trainable_layers": True}, ("dpo", "rpo"), "trainable_layers"),
+    ({"epochs": 0}, ("dpo", "rpo"), "epochs"),
     ({}, ("kto",), "methods"),
     ({}, ("rpo", "rpo"), "methods"),
 ])
@@ -170,11 +172,11 @@ def test_demo_command_passes_its_flags_to_the_pipeline(monkeypatch, tmp_path):
     monkeypatch.setattr("rpo_tutorial.pipeline.run_demo_pipeline",
                         lambda output_dir, **kwargs: calls.append((output_dir, kwargs)))
     assert cli.main(["demo", "--preset", "smoke", "--output-dir", str(tmp_path), "--train-rows", "6",
-                     "--rpo-beta", "0.8", "--no-instruct"]) == 0
+                     "--rpo-beta", "0.8", "--epochs", "3", "--instruct"]) == 0
     (output_dir, kwargs), = calls
     assert str(output_dir) == str(tmp_path) and kwargs["preset"] == "smoke"
     assert kwargs["figure_copy"] is None  # smoke runs never overwrite figures/demo_results.png
-    expected = PIPELINE_SETTINGS["smoke"].replace(train_rows=6, rpo_beta=0.8, include_instruct=False)
+    expected = PIPELINE_SETTINGS["smoke"].replace(train_rows=6, rpo_beta=0.8, epochs=3.0, include_instruct=True)
     assert kwargs["settings"] == expected
     calls.clear()
     assert cli.main(["demo", "--output-dir", str(tmp_path)]) == 0
