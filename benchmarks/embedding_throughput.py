@@ -16,8 +16,8 @@ import warnings
 
 import torch
 
+from rpo_tutorial.data.embeddings import PROMPT_TEXT_MODES, PromptEmbedder, prompt_text
 from rpo_tutorial.data import load_hh
-from rpo_tutorial.embeddings import PROMPT_TEXT_MODES, PromptEmbedder, prompt_text
 from rpo_tutorial.paths import shared_data_dir
 
 

@@ -15,10 +15,15 @@ import statistics
 import time
 import warnings
 
+from rpo_tutorial.data.embeddings import (
+    PROMPT_TEXT_MODES,
+    PromptEmbedder,
+    add_prompt_embeddings,
+    stack_prompt_embeddings,
+)
 from rpo_tutorial.data import load_hh
-from rpo_tutorial.embeddings import PROMPT_TEXT_MODES, PromptEmbedder, add_prompt_embeddings, stack_prompt_embeddings
+from rpo_tutorial.data.sampler import mean_within_batch_similarity, random_batches, similarity_batches
 from rpo_tutorial.paths import shared_data_dir
-from rpo_tutorial.sampler import mean_within_batch_similarity, random_batches, similarity_batches
 
 
 def main() -> None:

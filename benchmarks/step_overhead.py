@@ -42,14 +42,14 @@ from pathlib import Path
 import psutil
 import torch
 
-from rpo_tutorial.collate import PreferenceCollator
-from rpo_tutorial.config import TINY_MODEL_PREFIX, get_preset
-from rpo_tutorial.demo_dataset import load_demo
-from rpo_tutorial.embeddings import PromptEmbedder, add_prompt_embeddings, prompt_text
-from rpo_tutorial.logprobs import precompute_reference_logps
-from rpo_tutorial.models import BUNDLED_POLICY
-from rpo_tutorial.trainer import RPOTrainer
-from rpo_tutorial.training import load_models, tokenize_rows
+from rpo_tutorial.data.collate import PreferenceCollator
+from rpo_tutorial.data.demo import load_demo
+from rpo_tutorial.data.embeddings import PromptEmbedder, add_prompt_embeddings, prompt_text
+from rpo_tutorial.models.loading import BUNDLED_POLICY
+from rpo_tutorial.models.logprobs import precompute_reference_logps
+from rpo_tutorial.training.config import TINY_MODEL_PREFIX, get_preset
+from rpo_tutorial.training.run import load_models, tokenize_rows
+from rpo_tutorial.training.trainer import RPOTrainer
 
 MODELS = {"tiny": TINY_MODEL_PREFIX + "llama", "smollm2": BUNDLED_POLICY}
 GOALS = {"time rpo / dpo": 1.03, "memory rpo / dpo": 1.02}

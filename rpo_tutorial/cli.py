@@ -11,9 +11,9 @@ import sys
 
 # Modules that contribute sub-commands, in the order `--help` lists them.
 COMMAND_MODULES = (
-    "rpo_tutorial.demo",
-    "rpo_tutorial.training_cli",
-    "rpo_tutorial.evaluation_cli",
+    "rpo_tutorial.demo.cli",
+    "rpo_tutorial.training.cli",
+    "rpo_tutorial.evaluation.cli",
 )
 
 

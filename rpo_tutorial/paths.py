@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 FIGURES_DIR = REPO_ROOT / "figures"
-DEMO_DATA_DIR = PACKAGE_DIR / "demo_data"
+DEMO_DATA_DIR = PACKAGE_DIR / "data" / "demo_data"
 
 
 def cache_dir() -> Path:

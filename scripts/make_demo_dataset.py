@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rpo_tutorial.demo_dataset import (
+from rpo_tutorial.data.demo import (
     DEMO_GENERATION,
     HELDOUT_PER_CLUSTER,
     MIN_SCORE_GAP,
@@ -35,8 +35,8 @@ from rpo_tutorial.demo_dataset import (
     load_demo_prompts,
     split_by_prompt,
 )
-from rpo_tutorial.demo_judge import is_degenerate, score_responses
-from rpo_tutorial.models import BUNDLED_POLICY, load_policy, load_tokenizer
+from rpo_tutorial.demo.judge import is_degenerate, score_responses
+from rpo_tutorial.models.loading import BUNDLED_POLICY, load_policy, load_tokenizer
 from rpo_tutorial.paths import DEMO_DATA_DIR, cache_dir
 
 

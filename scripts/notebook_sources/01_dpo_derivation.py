@@ -38,8 +38,10 @@ import torch.nn.functional as F
 from rpo_tutorial import models
 from rpo_tutorial.losses import dpo_loss, ipo_loss, kto_loss
 from rpo_tutorial.paths import cache_dir, figures_dir
-from rpo_tutorial.plot_tutorial import plot_curves, plot_distributions, plt, save
-from rpo_tutorial.tokenization import PreferenceCollator, batch_sequence_logps, tokenize_pair
+from rpo_tutorial.plots.tutorial import plot_curves, plot_distributions, plt, save
+from rpo_tutorial.data.collate import PreferenceCollator
+from rpo_tutorial.models.logprobs import batch_sequence_logps
+from rpo_tutorial.data.tokenization import tokenize_pair
 
 torch.manual_seed(0)
 FIGURES_DIR = cache_dir() / "smoke-figures" if SMOKE else figures_dir()  # smoke runs leave figures/ alone

@@ -37,11 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from rpo_tutorial import models
-from rpo_tutorial.embeddings import PromptEmbedder, prompt_text
+from rpo_tutorial.data.embeddings import PromptEmbedder, prompt_text
 from rpo_tutorial.losses import contrast_matrix, dpo_loss, rpo_loss
 from rpo_tutorial.paths import cache_dir, figures_dir, shared_data_dir
-from rpo_tutorial.plot_tutorial import plot_contrast_matrices
-from rpo_tutorial.tokenization import PreferenceCollator, batch_sequence_logps, tokenize_pair
+from rpo_tutorial.plots.tutorial import plot_contrast_matrices
+from rpo_tutorial.data.collate import PreferenceCollator
+from rpo_tutorial.models.logprobs import batch_sequence_logps
+from rpo_tutorial.data.tokenization import tokenize_pair
 from rpo_tutorial.weighting import diagonal_weights, embedding_weights
 
 torch.manual_seed(0)
@@ -83,7 +85,7 @@ if hh_file is not None and hh_file.exists():
     topics = [HH_PROMPTS[text] for text in wanted]
     source = f"Anthropic HH-RLHF harmless-base test ({hh_file.name})"
 else:
-    from rpo_tutorial.demo_dataset import load_demo
+    from rpo_tutorial.data.demo import load_demo
 
     demo_rows = load_demo("train")
     clusters = list(dict.fromkeys(row["cluster"] for row in demo_rows))[: NUM_PAIRS // 2]

@@ -35,11 +35,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from rpo_tutorial.embeddings import PromptEmbedder, add_prompt_embeddings, stack_prompt_embeddings
-from rpo_tutorial.examples import example_texts, example_topics
+from rpo_tutorial.data.embeddings import PromptEmbedder, add_prompt_embeddings, stack_prompt_embeddings
+from rpo_tutorial.data.examples import example_texts, example_topics
 from rpo_tutorial.losses import contrast_matrix, rpo_loss
 from rpo_tutorial.paths import cache_dir, figures_dir
-from rpo_tutorial.plot_tutorial import plot_coverage, plot_weight_panels, weight_shares
+from rpo_tutorial.plots.tutorial import plot_coverage, plot_weight_panels, weight_shares
 from rpo_tutorial.weighting import (
     compute_weights,
     diagonal_mass,

@@ -46,16 +46,16 @@ print(f"SMOKE={SMOKE}, preset {PRESET!r}, GPU: {torch.cuda.is_available()}")
 import shutil
 
 from rpo_tutorial import paths
-from rpo_tutorial.config import get_preset
-from rpo_tutorial.demo_dataset import load_demo
-from rpo_tutorial.demo_judge import DEFAULT_TIE_MARGIN, sentiment_score
-from rpo_tutorial.metrics import read_metrics
-from rpo_tutorial.offline_judges import RewardJudge
-from rpo_tutorial.plot_training import plot_training_curves
-from rpo_tutorial.plot_winrates import plot_win_rates
-from rpo_tutorial.sampling import generate_responses
-from rpo_tutorial.training import run_sft, run_training
-from rpo_tutorial.winrate import markdown_table, win_rate_table
+from rpo_tutorial.training.config import get_preset
+from rpo_tutorial.data.demo import load_demo
+from rpo_tutorial.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
+from rpo_tutorial.data.run_logs import read_metrics
+from rpo_tutorial.evaluation.offline import RewardJudge
+from rpo_tutorial.plots.training import plot_training_curves
+from rpo_tutorial.plots.winrates import plot_win_rates
+from rpo_tutorial.evaluation.sampling import generate_responses
+from rpo_tutorial.training.run import run_sft, run_training
+from rpo_tutorial.evaluation.winrate import markdown_table, win_rate_table
 
 RUN_DIR = paths.REPO_ROOT / "outputs" / f"04_{PRESET}"  # outputs/ is git-ignored
 shutil.rmtree(RUN_DIR, ignore_errors=True)  # fresh runs (a leftover checkpoint would otherwise be resumed by hand only)
@@ -146,7 +146,7 @@ for name, result in runs.items():
 # ## 4. Win rates against the SFT model
 #
 # Each model answers the demo dataset's 40 held-out prompts (top-p 0.95, the same seeds for every model),
-# and the demo dataset's own judge, a sentiment reward (`rpo_tutorial.demo_judge`), compares each answer with
+# and the demo dataset's own judge, a sentiment reward (`rpo_tutorial.demo.judge`), compares each answer with
 # the SFT model's answer to the same prompt: a win, a tie (scores within 0.05) or a loss. On the demo data
 # that reward is the ground truth the preferences were labelled with. On HH (the `colab` preset) it is only
 # a rough proxy for helpfulness; use notebook 06's GPT-4 judge there. The win rate is $(W + T/2)/n$ with a
@@ -172,6 +172,6 @@ plot_win_rates(rows, path=FIGURES_DIR / "small_scale_win_rates.png",
 # %% [markdown]
 # With the `demo` preset a few dozen steps move a 135M model only a little, so expect win rates near 50 %
 # with intervals that overlap; the point of this notebook is the machinery and the curves. The README's main
-# job (`python -m rpo_tutorial demo`, `rpo_tutorial.pipeline.run_demo_pipeline`) trains only the top layers
+# job (`python -m rpo_tutorial demo`, `rpo_tutorial.demo.pipeline.run_demo_pipeline`) trains only the top layers
 # with a larger learning rate to get a visible effect on a CPU in ten minutes. Notebook 05 scales the same
 # code to Mistral-7B on 8 GPUs; notebook 06 evaluates any of these models with the GPT-4 judge and AlpacaEval.

@@ -37,11 +37,12 @@ import time
 
 import torch
 
-from rpo_tutorial import estimates, paths
-from rpo_tutorial.config import PAPER_NUM_GPUS, get_preset
-from rpo_tutorial.estimates import GB, MISTRAL_7B
-from rpo_tutorial.metrics import read_metrics
-from rpo_tutorial.plot_training import plot_training_curves
+from rpo_tutorial.training import estimates as estimates
+from rpo_tutorial import paths
+from rpo_tutorial.training.config import PAPER_NUM_GPUS, get_preset
+from rpo_tutorial.training.estimates import GB, MISTRAL_7B
+from rpo_tutorial.data.run_logs import read_metrics
+from rpo_tutorial.plots.training import plot_training_curves
 
 RUN_DIR = paths.REPO_ROOT / "outputs" / ("05_smoke" if SMOKE else "05_mistral7b")  # outputs/ is git-ignored
 FIGURES_DIR = paths.cache_dir() / "smoke-figures" if SMOKE else paths.figures_dir()  # smoke leaves figures/ alone
@@ -187,7 +188,7 @@ for stage, flops in stages.items():
 #
 # `--contrast-scope global` all-gathers the log-ratios and prompt embeddings of every process (keeping
 # the gradient of each process's own rows, and scaling it so that DDP / FSDP averaging gives the gradient of
-# the global loss; see `rpo_tutorial/distributed.py`). The cost: two all-gathers of 64 numbers and one of
+# the global loss; see `rpo_tutorial/training/distributed.py`). The cost: two all-gathers of 64 numbers and one of
 # $64 \times 384$ embedding values per step, negligible next to a 7B model's gradient reduce.
 
 # %%

@@ -39,16 +39,26 @@ from functools import lru_cache
 import torch
 
 from rpo_tutorial import models, paths
-from rpo_tutorial.alpaca_eval import alpaca_eval_command, export_alpaca_eval, generate_alpaca_eval, run_alpaca_eval
+from rpo_tutorial.evaluation.alpaca_eval import (
+    alpaca_eval_command,
+    export_alpaca_eval,
+    generate_alpaca_eval,
+    run_alpaca_eval,
+)
 from rpo_tutorial.data import load_alpaca_eval_prompts
-from rpo_tutorial.demo_dataset import load_demo
-from rpo_tutorial.demo_judge import DEFAULT_TIE_MARGIN, sentiment_score
-from rpo_tutorial.evaluation import OpenAIJudge
-from rpo_tutorial.judge_prompts import DIALOGUE_TEMPLATE, combine_verdicts
-from rpo_tutorial.offline_judges import RewardJudge, implicit_reward_accuracy, implicit_reward_records, response_logps
-from rpo_tutorial.plot_winrates import plot_win_rates
-from rpo_tutorial.sampling import generate_responses
-from rpo_tutorial.winrate import markdown_table, win_rate, win_rate_table
+from rpo_tutorial.data.demo import load_demo
+from rpo_tutorial.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
+from rpo_tutorial.evaluation.judges import OpenAIJudge
+from rpo_tutorial.evaluation.prompts import DIALOGUE_TEMPLATE, combine_verdicts
+from rpo_tutorial.evaluation.offline import (
+    RewardJudge,
+    implicit_reward_accuracy,
+    implicit_reward_records,
+    response_logps,
+)
+from rpo_tutorial.plots.winrates import plot_win_rates
+from rpo_tutorial.evaluation.sampling import generate_responses
+from rpo_tutorial.evaluation.winrate import markdown_table, win_rate, win_rate_table
 
 OUTPUT_DIR = paths.REPO_ROOT / "outputs" / ("06_smoke" if SMOKE else "06_evaluation")  # outputs/ is git-ignored
 OUTPUT_DIR.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,211 @@
+"""The end-to-end demo: SFT, then DPO and RPO from the same reference, then an offline evaluation.
+
+    from rpo_tutorial.demo.pipeline import run_demo_pipeline
+    results = run_demo_pipeline("outputs/demo")                   # the README's main job (minutes, CPU)
+    results = run_demo_pipeline("outputs/smoke", preset="smoke")  # a tiny random model, seconds
+
+Stages (each prints a line with the elapsed time; the long ones show tqdm bars):
+
+1. data: the demo train pairs (a subset) and held-out prompts; prompt embeddings once (cached);
+2. SFT of the bundled SmolLM2-135M-Instruct on the chosen responses (the paper's first stage);
+3. reference log-probs of the SFT model on the preference pairs, computed ONCE and shared, so
+   DPO and RPO see the same reference, the same examples, the same order, steps and lr;
+4. DPO and RPO (paired, embedding weights, tau 0.5), each from a copy of the SFT model;
+5. sampling on the held-out prompts from SFT, DPO, RPO (and, with ``include_instruct``, the
+   instruct model) with the same seeds and settings as the dataset was made with (temperature 1,
+   top-p 0.95), ``samples_per_prompt`` rounds;
+6. the demo judge (VADER sentiment) against the SFT samples: win rates with Wilson intervals;
+   implicit-reward accuracy of each policy on the held-out preference pairs;
+7. results.json / results.md / samples.jsonl / training_and_winrates.png, then the models.
+
+Choices made to fit 15 minutes on 2 CPU cores (``DemoSettings`` documents each number):
+- Only the top ``trainable_layers`` decoder layers (and the final norm) are trained; the lower
+  layers and the embeddings (tied to the LM head) stay frozen, so backward runs through the LM
+  head and the top layers only. ``trainable_layers=None`` trains every parameter.
+- beta = 0.1 for DPO and RPO, as in the paper. With embedding weights each row of w sums to 1,
+  so one contrast of RPO's score placement has an effective beta of about beta / N (N = batch):
+  a weaker pull back to the reference, and its gradient is about N times smaller. Adam divides
+  the gradient by its own running scale, so over the demo's few steps both move about as far (the
+  logged DPO and RPO curves nearly coincide); ``rpo_beta`` sets RPO's beta separately.
+- Threads: on a busy machine PyTorch's OpenMP threads wait for each other at every operation
+  (measured here: with other processes keeping both cores busy, one thread ran a training step
+  ~2.5x and a sampling step ~10x faster than two). ``num_threads=None`` picks all cores when the
+  machine is idle and fewer when its load average says other processes hold cores.
+- Results vary a little from run to run: the thread count changes the order of float sums, and
+  Adam's first steps amplify such differences.
+- The trained models are evaluated in memory and saved (safetensors) after the results are written;
+  ``save_models=False`` skips saving (about 540 MB each).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from rpo_tutorial.data.collate import PreferenceCollator, SFTCollator
+from rpo_tutorial.demo.settings import (  # noqa: F401 (StageLog, choose_num_threads: part of this module's API)
+    METHODS,
+    PIPELINE_SETTINGS,
+    DemoSettings,
+    StageLog,
+    check_settings,
+    choose_num_threads,
+)
+from rpo_tutorial.models.logprobs import precompute_reference_logps
+from rpo_tutorial.training.config import RPOConfig, get_preset
+from rpo_tutorial.training.run import load_models, prepare_rows, tokenize_rows
+from rpo_tutorial.training.trainer import RPOTrainer
+
+
+def stage_config(preset: str, settings: DemoSettings, loss: str, output_dir: Path, progress: bool) -> RPOConfig:
+    """The training config of one stage: the preset, with the demo's sizes and one pass over the rows."""
+    beta = settings.rpo_beta if loss == "rpo" and settings.rpo_beta is not None else settings.beta
+    return get_preset(
+        preset, loss=loss, output_dir=str(output_dir), per_device_train_batch_size=settings.batch_size,
+        num_train_epochs=1.0 if loss == "sft" else settings.epochs, max_steps=-1, max_train_rows=None,
+        warmup_steps=settings.warmup_steps,
+        learning_rate=settings.sft_learning_rate if loss == "sft" else settings.learning_rate,
+        beta=beta, tau=settings.tau, weighting="embedding", paired=None, reference="precomputed",
+        logging_steps=1, seed=settings.seed, progress=progress)
+
+
+def freeze_lower_layers(model: torch.nn.Module, trainable_layers: int | None) -> int:
+    """Leave only the top ``trainable_layers`` decoder layers and the final norm trainable.
+
+    Returns:
+        the number of trainable parameters.
+    """
+    if trainable_layers is not None:
+        decoder = model.get_decoder()
+        layers = decoder.layers
+        if not 1 <= trainable_layers <= len(layers):
+            raise ValueError(f"trainable_layers must be in [1, {len(layers)}] for this model, got {trainable_layers}")
+        model.requires_grad_(False)
+        for layer in layers[len(layers) - trainable_layers:]:
+            layer.requires_grad_(True)
+        decoder.norm.requires_grad_(True)
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def train_stage(config: RPOConfig, policy: torch.nn.Module, tokenizer, examples: list[dict], collator
+                ) -> tuple[RPOTrainer, float]:
+    """Train ``policy`` in place for one pass over ``examples``; returns (trainer, seconds).
+
+    Checkpoints are off (``save_strategy="no"``); metrics.jsonl goes to ``config.output_dir``.
+    """
+    args = config.to_training_arguments(save_strategy="no")
+    trainer = RPOTrainer(model=policy, config=config, args=args, train_dataset=examples,
+                         data_collator=collator, processing_class=tokenizer)
+    began = time.perf_counter()
+    trainer.train()
+    return trainer, time.perf_counter() - began
+
+
+def load_demo_rows(train_rows: Sequence[dict] | None, heldout_rows: Sequence[dict] | None,
+                   settings: DemoSettings) -> tuple[list[dict], list[dict], list[dict]]:
+    """(sft rows, preference rows, held-out rows): the first rows of the demo splits, or the ones given."""
+    if train_rows is None or heldout_rows is None:
+        from rpo_tutorial.data.demo import load_demo
+
+        train_rows = load_demo("train") if train_rows is None else train_rows
+        heldout_rows = load_demo("heldout") if heldout_rows is None else heldout_rows
+    train_rows, heldout_rows = list(train_rows), list(heldout_rows)[: settings.heldout_prompts]
+    if not train_rows or not heldout_rows:
+        raise ValueError(f"need train and held-out rows, got {len(train_rows)} and {len(heldout_rows)}")
+    return train_rows[: settings.sft_rows], train_rows[: settings.train_rows], heldout_rows
+
+
+def run_demo_pipeline(output_dir: str | Path, preset: str = "demo", methods: Sequence[str] = METHODS,
+                      settings: DemoSettings | None = None, train_rows: Sequence[dict] | None = None,
+                      heldout_rows: Sequence[dict] | None = None, figure_copy: str | Path | None = None,
+                      progress: bool = True) -> dict:
+    """Run every stage (module docstring) and write the results into ``output_dir``.
+
+    Args:
+        preset: training preset ("demo": the bundled SmolLM2; "smoke": a tiny random model).
+        methods: preference methods trained from the SFT model, a subset of ("dpo", "rpo").
+        settings: sizes and hyper-parameters (default ``PIPELINE_SETTINGS[preset]``).
+        train_rows, heldout_rows: rows ``{prompt, chosen, rejected, [id, cluster]}`` to use instead
+            of the packaged demo splits (notebooks, tests).
+        figure_copy: also copy the figure there (the CLI passes ``figures/demo_results.png``).
+        progress: tqdm bars and stage lines.
+
+    Returns:
+        the content of ``results.json`` (``rows``: one per model with win rate, interval, counts,
+        implicit-reward accuracy, mean judge score, train time).
+    """
+    settings = settings if settings is not None else PIPELINE_SETTINGS.get(preset, DemoSettings())
+    methods = tuple(methods)
+    check_settings(settings, methods)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.num_threads or min(previous_threads, choose_num_threads()))
+
+    def retune() -> None:  # before each stage: the machine's load may have changed
+        if settings.num_threads is None:
+            torch.set_num_threads(min(previous_threads, choose_num_threads(own_threads=torch.get_num_threads())))
+
+    try:
+        return _run_stages(Path(output_dir), preset, methods, settings, train_rows, heldout_rows, figure_copy,
+                           progress, retune)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train_policies(log: StageLog, configs: dict, settings: DemoSettings, methods: tuple[str, ...],
+                    sft_rows: list[dict], pair_rows: list[dict], tokenizer, policy) -> tuple[dict, dict, dict]:
+    """Stages 2-4: SFT in place, shared reference log-probs, then each method from a copy of the SFT model.
+
+    Returns:
+        (policies {"sft", *methods}, train seconds per stage, tokenization reports)
+    """
+    train_times, reports = {}, {}
+    with log.stage("sft", f"one pass over {len(sft_rows)} chosen responses"):
+        sft_examples, reports["sft"] = tokenize_rows(sft_rows, tokenizer, configs["sft"])
+        _, train_times["sft"] = train_stage(configs["sft"], policy, tokenizer, sft_examples,
+                                            SFTCollator(tokenizer.pad_token_id))
+    collator = PreferenceCollator(tokenizer.pad_token_id)
+    with log.stage("reference log-probs", "SFT model on the preference pairs, once for every method"):
+        examples, reports["pairs"] = tokenize_rows(pair_rows, tokenizer, configs[methods[0]])
+        examples = precompute_reference_logps(policy, examples, collator, batch_size=settings.logprob_batch_size,
+                                              progress=configs["sft"].progress)
+    policies = {"sft": policy}
+    with log.stage("preference training", " and ".join(m.upper() for m in methods) + " from the SFT model"):
+        for method in methods:
+            trained = copy.deepcopy(policy)
+            _, train_times[method] = train_stage(configs[method], trained, tokenizer, examples, collator)
+            policies[method] = trained
+            log.say(f"{method.upper()}: {len(examples)} pairs in {train_times[method]:.0f} s")
+    return policies, train_times, reports
+
+
+def _run_stages(output_dir: Path, preset: str, methods: tuple[str, ...], settings: DemoSettings,
+                train_rows, heldout_rows, figure_copy, progress: bool, retune: Callable[[], None]) -> dict:
+    from rpo_tutorial.demo.report import evaluate_policies, write_results
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log = StageLog(total=7 + settings.save_models, enabled=progress, before_stage=retune)
+    configs = {loss: stage_config(preset, settings, loss, output_dir / loss, progress) for loss in ("sft", *methods)}
+    with log.stage("data", "demo pairs, held-out prompts, prompt embeddings"):
+        sft_rows, pair_rows, heldout = load_demo_rows(train_rows, heldout_rows, settings)
+        pair_rows = prepare_rows(pair_rows, configs["rpo"] if "rpo" in configs else configs[methods[0]])
+        tokenizer, policy = load_models(configs["sft"])
+        trainable = freeze_lower_layers(policy, settings.trainable_layers)
+        log.say(f"{len(sft_rows)} SFT rows, {len(pair_rows)} preference pairs, {len(heldout)} held-out prompts; "
+                f"{trainable / 1e6:.1f}M of {sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M parameters "
+                "trained")
+    policies, train_times, reports = _train_policies(log, configs, settings, methods, sft_rows, pair_rows,
+                                                     tokenizer, policy)
+    evaluation = evaluate_policies(policies, tokenizer, heldout, configs, settings, log, progress)
+    with log.stage("write results"):
+        results = write_results(output_dir, preset, settings, methods, evaluation, train_times, reports,
+                                log, configs, figure_copy)
+    if settings.save_models:
+        with log.stage("save models", "safetensors, float32"):
+            for name, model in policies.items():
+                model.save_pretrained(output_dir / name / "model", safe_serialization=True)
+                tokenizer.save_pretrained(output_dir / name / "model")
+    log.say(f"total {log.elapsed():.0f} s; results in {output_dir}")
+    return results

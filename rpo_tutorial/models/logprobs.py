@@ -1,0 +1,112 @@
+"""Summed response log-probabilities log pi(y | x): the quantity every preference loss consumes.
+
+``sequence_logps`` turns logits into one float32 number per sequence; ``batch_sequence_logps`` runs
+a causal LM on a collated batch; ``precompute_reference_logps`` fills in the frozen reference
+model's log-probs once per dataset (the trainer's "precomputed reference" mode, which frees the
+reference model's memory during training).
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from rpo_tutorial.data.collate import IGNORE_INDEX
+
+REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps", "reference_logps")
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Sum of log pi(label token | preceding tokens) over the response tokens of each sequence.
+
+    Position t of the logits predicts token t + 1, so labels are shifted left by one; label
+    positions equal to ``ignore_index`` (prompt and padding) contribute nothing. Each token's
+    log-prob is computed in float32 as ``logit[label] - logsumexp(logits)``, one sequence at a
+    time, so no full float32 log-softmax of the whole batch is ever materialised.
+
+    Shape:
+        logits: (B, T, V), any float dtype; labels: (B, T) long; returns (B,) float32
+    """
+    if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
+        raise ValueError(f"logits must be (B, T, V) and labels (B, T); got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
+    mask = labels[:, 1:] != ignore_index  # (B, T-1): which next tokens are scored
+    targets = labels[:, 1:].masked_fill(~mask, 0)  # (B, T-1), ignored positions point at id 0
+    if targets.numel() and (targets.min() < 0 or targets.max() >= logits.shape[-1]):
+        raise ValueError(f"labels must be in [0, {logits.shape[-1]}) or {ignore_index}, got values in "
+                         f"[{labels.min().item()}, {labels.max().item()}]")
+    totals = []
+    for row in range(logits.shape[0]):
+        row_logits = logits[row, :-1].float()  # (T-1, V) in float32
+        picked = row_logits.gather(-1, targets[row].unsqueeze(-1)).squeeze(-1)  # (T-1,)
+        token_logps = picked - torch.logsumexp(row_logits, dim=-1)  # (T-1,) log-softmax at the label
+        totals.append((token_logps * mask[row]).sum())
+    if not totals:
+        return logits.new_zeros(0, dtype=torch.float32)
+    return torch.stack(totals)  # (B,)
+
+
+def batch_sequence_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Run ``model`` on ``batch["input_ids"]`` / ``attention_mask`` and sum the label log-probs.
+
+    The batch tensors are moved to the model's device.
+
+    Shape:
+        batch["input_ids"], batch["attention_mask"], batch["labels"]: (B, T); returns (B,) float32
+    """
+    for key in ("input_ids", "attention_mask", "labels"):
+        if key not in batch:
+            raise ValueError(f"batch lacks {key!r}; got keys {sorted(batch)}")
+    device = next(model.parameters()).device
+    outputs = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                    use_cache=False)
+    return sequence_logps(outputs.logits, batch["labels"].to(device))
+
+
+def precompute_reference_logps(model: torch.nn.Module, tokenized_examples: Sequence[Mapping],
+                               collator: Callable[[list], Mapping[str, torch.Tensor]], batch_size: int = 8,
+                               progress: bool = True) -> list[dict]:
+    """One pass of the reference model over a tokenized dataset, storing its log-probs per example.
+
+    Paired examples get ``reference_chosen_logps`` and ``reference_rejected_logps``; unpaired ones
+    get ``reference_logps``. The inputs are not modified: new dicts are returned in the same order.
+    Runs under ``torch.inference_mode`` with the model in eval mode (restored afterwards).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    paired = [("chosen_input_ids" in example) for example in tokenized_examples]
+    if len(set(paired)) > 1:
+        raise ValueError("tokenized_examples mixes paired and unpaired examples")
+    results = [{key: value for key, value in example.items() if key not in REFERENCE_KEYS}
+               for example in tokenized_examples]  # stale reference values are replaced
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            starts = range(0, len(results), batch_size)
+            for start in tqdm(starts, desc="reference log-probs", disable=not progress):
+                chunk = results[start:start + batch_size]
+                batch = collator(chunk)
+                logps = batch_sequence_logps(model, batch).cpu().tolist()  # (M + N,)
+                _store(chunk, logps, int(batch["num_chosen"]) if "num_chosen" in batch else None)
+    finally:
+        model.train(was_training)
+    return results
+
+
+def _store(chunk: list[dict], logps: list[float], num_chosen: int | None) -> None:
+    """Write a collated batch's log-probs (chosen rows first) back onto its examples."""
+    paired = "chosen_input_ids" in chunk[0]
+    expected = (2 * len(chunk), len(chunk)) if paired else (len(chunk), sum(bool(e["label"]) for e in chunk))
+    if (len(logps), num_chosen if num_chosen is not None else expected[1]) != expected:
+        raise ValueError(f"the collator returned {len(logps)} rows with num_chosen={num_chosen} for "
+                         f"{len(chunk)} examples; expected {expected[0]} rows, {expected[1]} chosen")
+    if paired:
+        for i, example in enumerate(chunk):
+            example["reference_chosen_logps"] = logps[i]
+            example["reference_rejected_logps"] = logps[len(chunk) + i]
+        return
+    order = [e for e in chunk if e["label"]] + [e for e in chunk if not e["label"]]  # the collator's order
+    for example, value in zip(order, logps):
+        example["reference_logps"] = value

@@ -1,0 +1,150 @@
+"""Training metrics: computed per micro-batch, averaged at each logging step, written to metrics.jsonl.
+
+Names (TRL's, which users know, plus RPO's own):
+
+| name                     | value                                                                  |
+|--------------------------|------------------------------------------------------------------------|
+| rewards/chosen, /rejected| mean implicit reward beta * (log pi - log pi_ref) of chosen / rejected |
+| rewards/margins          | mean chosen - rejected reward (own pair if paired, all pairs if not)   |
+| rewards/accuracies       | share of those pairs whose chosen reward is higher                     |
+| logps/chosen, /rejected  | mean summed log-prob of the responses under the policy                 |
+| contrast/accuracy        | share of ALL (i, j) with s_ij = beta (c_i - r_j) > 0 (paper Eq. 10)    |
+| weights/row_entropy      | mean entropy of the rows of the RPO weight matrix (log N = uniform)    |
+| weights/diagonal_mass    | mean share of a row's weight on its own pair (paired batches)          |
+| kto/kl_reference_point   | KTO's z_ref                                                            |
+| nll/token                | SFT: mean negative log-likelihood per response token                   |
+
+Each metric is kept as a running (sum, count) over micro-batches and processes, so the logged
+value is the exact mean over every row seen since the last log. The pure loss functions never
+see any of this. ``loss`` itself is logged by ``transformers.Trainer``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from rpo_tutorial.data.run_logs import METRICS_FILE, read_metrics  # re-exported
+from rpo_tutorial.training.distributed import all_reduce_sum
+from rpo_tutorial.training.objectives import ObjectiveOutput, PreferenceLogps
+from rpo_tutorial.weighting import diagonal_mass, row_entropy
+
+METRIC_NAMES = (
+    "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+    "logps/rejected", "contrast/accuracy", "weights/row_entropy", "weights/diagonal_mass",
+    "kto/kl_reference_point", "nll/token",
+)
+
+
+def _stat(stats: dict, name: str, values: torch.Tensor) -> None:
+    """Add the sum and count of ``values`` (any shape) under ``name``."""
+    if values.numel():
+        stats[name] = (values.detach().float().sum(), values.numel())
+
+
+def preference_metrics(logps: PreferenceLogps, output: ObjectiveOutput) -> dict[str, tuple[torch.Tensor, int]]:
+    """(sum, count) of each metric for one batch (see the module table).
+
+    Shape:
+        logps: M chosen and N rejected rows; output.chosen_rewards (M,), rejected_rewards (N,)
+    """
+    chosen, rejected = output.chosen_rewards.detach().float(), output.rejected_rewards.detach().float()
+    stats: dict[str, tuple[torch.Tensor, int]] = {}
+    _stat(stats, "rewards/chosen", chosen)
+    _stat(stats, "rewards/rejected", rejected)
+    _stat(stats, "logps/chosen", logps.policy_chosen_logps)
+    _stat(stats, "logps/rejected", logps.policy_rejected_logps)
+    all_pairs = chosen[:, None] - rejected[None, :]  # (M, 1) - (N,) -> (M, N), sign of s_ij
+    pairs = torch.diagonal(all_pairs) if logps.paired and chosen.shape == rejected.shape else all_pairs
+    _stat(stats, "rewards/margins", pairs)
+    _stat(stats, "rewards/accuracies", (pairs > 0).float())
+    _stat(stats, "contrast/accuracy", (all_pairs > 0).float())
+    if output.weights is not None:
+        _stat(stats, "weights/row_entropy", row_entropy(output.weights))
+        if logps.paired and output.weights.shape[0] == output.weights.shape[1]:
+            stats["weights/diagonal_mass"] = (torch.tensor(diagonal_mass(output.weights)), 1)
+    for name, value in (output.extras or {}).items():
+        stats[name] = (torch.tensor(float(value)), 1)
+    return stats
+
+
+def sft_metrics(sequence_logps: torch.Tensor, num_tokens: int) -> dict[str, tuple[torch.Tensor, int]]:
+    """SFT: mean summed log-prob per response and mean NLL per token. Shape: sequence_logps (B,)."""
+    stats: dict[str, tuple[torch.Tensor, int]] = {}
+    _stat(stats, "logps/chosen", sequence_logps)
+    if num_tokens:
+        stats["nll/token"] = (-sequence_logps.detach().float().sum(), num_tokens)
+    return stats
+
+
+class MetricsAccumulator:
+    """Running (sum, count) per metric between two logging steps."""
+
+    def __init__(self, names: tuple[str, ...] = METRIC_NAMES) -> None:
+        self.names = names
+        self.index = {name: i for i, name in enumerate(names)}
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(len(self.names), dtype=torch.float64)
+        self.counts = torch.zeros(len(self.names), dtype=torch.float64)
+
+    def add(self, stats: dict[str, tuple[torch.Tensor, int]]) -> None:
+        for name, (total, count) in stats.items():
+            if name not in self.index:
+                raise ValueError(f"unknown metric {name!r}; add it to METRIC_NAMES")
+            self.sums[self.index[name]] += float(total)
+            self.counts[self.index[name]] += count
+
+    def pop_averages(self, device: torch.device | str = "cpu") -> dict[str, float]:
+        """Sum over processes (a collective: call on every process), average, and reset."""
+        totals = all_reduce_sum(torch.stack([self.sums, self.counts]).to(device))  # (2, K)
+        self.reset()
+        return {name: totals[0, i].item() / totals[1, i].item()
+                for i, name in enumerate(self.names) if totals[1, i].item() > 0}
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsJsonlCallback(TrainerCallback):
+    """Append every log record to ``OUTPUT_DIR/metrics.jsonl`` (main process only).
+
+    One JSON object per logged step: ``{"step", "epoch", "loss", "rewards/...", ...}``; the last
+    record of a run is the Trainer's summary (``train_loss``, ``train_runtime``, ...). A fresh
+    run (step 0) starts a new file; a run resumed at step s keeps the records up to step s, so
+    the file never holds two versions of a step.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+
+    def _path(self, args) -> Path:
+        return self.path if self.path is not None else Path(args.output_dir) / METRICS_FILE
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        path = self._path(args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = [row for row in read_metrics(path) if row.get("step", 0) <= state.global_step] \
+            if state.global_step > 0 and path.exists() else []
+        path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch}
+        record.update({key: _jsonable(value) for key, value in logs.items()})
+        path = self._path(args)
+        path.parent.mkdir(parents=True, exist_ok=True)  # e.g. evaluate() before any training
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")

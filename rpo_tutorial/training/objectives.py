@@ -1,0 +1,167 @@
+"""From a batch's summed log-probs to one scalar training loss, for every preference loss.
+
+The trainer runs the models and hands the log-probs over as :class:`PreferenceLogps`; this
+module picks the pure loss function from ``losses.LOSSES`` by name and builds its extra
+arguments through the :data:`LOSS_ARGUMENTS` registry (beta, the RPO weight matrix, KTO's
+reference point, ...), so adding a loss means adding two table entries, not an ``if`` branch.
+
+KTO's reference point z_ref (paper Eq. 9, an estimate of KL(pi || pi_ref)) is estimated as the
+batch mean of the policy / reference log-ratios of ALL responses in the (micro-, or with
+``contrast_scope="global"`` the global) batch, clamped at 0 and detached:
+``z_ref = max(0, mean_k [log pi(y_k|x_k) - log pi_ref(y_k|x_k)])``. It needs no extra forward
+pass, unlike the KTO paper's mismatched (x_i, y_j) pairs, and is what many implementations use
+when those are unavailable; for responses drawn from the data rather than from pi it is a
+proxy, not an unbiased KL estimate, which is all the loss needs (a baseline for the rewards).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from rpo_tutorial.losses import LOSSES, zero_loss_like
+from rpo_tutorial.training.config import RPOConfig
+from rpo_tutorial.training.distributed import all_gather_rows, scale_for_gradient_averaging, world_size
+from rpo_tutorial.weighting import compute_weights
+
+
+@dataclass
+class PreferenceLogps:
+    """Summed response log-probs of one batch, chosen (desirable) and rejected (undesirable) sides.
+
+    Shape:
+        policy_chosen_logps, reference_chosen_logps: (M,); chosen_prompt_embeddings: (M, D)
+        policy_rejected_logps, reference_rejected_logps: (N,); rejected_prompt_embeddings: (N, D)
+        (D = 0 when the batch carries no embeddings)
+    """
+
+    policy_chosen_logps: torch.Tensor
+    policy_rejected_logps: torch.Tensor
+    reference_chosen_logps: torch.Tensor
+    reference_rejected_logps: torch.Tensor
+    chosen_prompt_embeddings: torch.Tensor
+    rejected_prompt_embeddings: torch.Tensor
+    paired: bool
+
+    @property
+    def num_chosen(self) -> int:
+        return self.policy_chosen_logps.shape[0]
+
+    @property
+    def num_rejected(self) -> int:
+        return self.policy_rejected_logps.shape[0]
+
+
+@dataclass
+class ObjectiveOutput:
+    """The scalar loss plus what the metrics need (detached rewards, the weight matrix)."""
+
+    loss: torch.Tensor  # () the value to backpropagate
+    chosen_rewards: torch.Tensor  # (M,) beta * chosen log-ratios, detached
+    rejected_rewards: torch.Tensor  # (N,)
+    weights: torch.Tensor | None = None  # (M, N) RPO weights, None for other losses
+    extras: dict | None = None  # further scalars to log, e.g. KTO's z_ref
+
+
+def kto_reference_point(logps: PreferenceLogps) -> torch.Tensor:
+    """z_ref = max(0, mean log-ratio over all M + N responses), detached (see module docstring).
+
+    Shape:
+        returns () float32
+    """
+    policy = torch.cat([logps.policy_chosen_logps, logps.policy_rejected_logps]).detach().float()  # (M + N,)
+    reference = torch.cat([logps.reference_chosen_logps, logps.reference_rejected_logps]).float()  # (M + N,)
+    return (policy - reference).mean().clamp_min(0.0)
+
+
+def rpo_weights(logps: PreferenceLogps, config: RPOConfig) -> torch.Tensor:
+    """The (M, N) weight matrix of ``config.weighting`` from the batch's precomputed embeddings.
+
+    Uniform and diagonal weights only need M and N; when the batch carries no embeddings they
+    get (M, 1) zero placeholders. Embedding and Sinkhorn weights need real embeddings.
+    """
+    chosen, rejected = logps.chosen_prompt_embeddings, logps.rejected_prompt_embeddings
+    if chosen.shape[1] == 0 or rejected.shape[1] == 0:
+        if config.weighting in ("embedding", "sinkhorn"):
+            raise ValueError(f"weighting={config.weighting!r} needs 'chosen_prompt_embeddings' and "
+                             "'rejected_prompt_embeddings' in every batch: add 'prompt_embedding' to the rows "
+                             "(embeddings.add_prompt_embeddings) before tokenizing")
+        chosen = chosen.new_zeros((chosen.shape[0], 1))  # (M, 1)
+        rejected = rejected.new_zeros((rejected.shape[0], 1))  # (N, 1)
+    return compute_weights(config.weighting, chosen, rejected, tau=config.effective_tau, alpha=config.alpha,
+                           convention=config.uniform_convention)
+
+
+# name -> (config, log-probs) -> keyword arguments of losses.LOSSES[name] besides the four log-probs
+LOSS_ARGUMENTS: dict[str, Callable[[RPOConfig, PreferenceLogps], dict]] = {
+    "dpo": lambda config, logps: {"beta": config.beta},
+    "cdpo": lambda config, logps: {"beta": config.beta, "label_smoothing": config.label_smoothing},
+    "ipo": lambda config, logps: {"tau": config.ipo_tau, "beta": config.beta},
+    "kto": lambda config, logps: {
+        "beta": config.beta, "kl_reference_point": kto_reference_point(logps),
+        "desirable_weight": config.kto_desirable_weight, "undesirable_weight": config.kto_undesirable_weight},
+    "rpo": lambda config, logps: {"beta": config.beta, "placement": config.placement,
+                                  "weights": rpo_weights(logps, config)},
+}
+# losses that contrast chosen with rejected responses and so need both sides in a batch
+NEEDS_BOTH_SIDES = ("dpo", "cdpo", "ipo", "rpo")
+
+
+def preference_objective(logps: PreferenceLogps, config: RPOConfig) -> ObjectiveOutput:
+    """The mean loss of ``config.loss`` over the batch, dispatched through ``LOSSES``.
+
+    An unpaired batch with one side empty (M = 0 or N = 0) has no contrast: its loss is
+    ``zero_loss_like`` of the log-probs, 0 with a graph, so backward (and the DDP gradient
+    all-reduce) still runs on this process.
+    """
+    if config.loss not in LOSS_ARGUMENTS:
+        raise ValueError(f"loss {config.loss!r} is not a preference loss; choose from {sorted(LOSS_ARGUMENTS)}")
+    if config.loss in NEEDS_BOTH_SIDES and (logps.num_chosen == 0 or logps.num_rejected == 0):
+        zero = zero_loss_like(logps.policy_chosen_logps, logps.policy_rejected_logps)
+        chosen_rewards = config.beta * (logps.policy_chosen_logps.detach().float() - logps.reference_chosen_logps)
+        rejected_rewards = config.beta * (logps.policy_rejected_logps.detach().float() - logps.reference_rejected_logps)
+        return ObjectiveOutput(zero, chosen_rewards, rejected_rewards)
+    arguments = LOSS_ARGUMENTS[config.loss](config, logps)
+    losses, chosen_rewards, rejected_rewards = LOSSES[config.loss](
+        logps.policy_chosen_logps, logps.policy_rejected_logps, logps.reference_chosen_logps,
+        logps.reference_rejected_logps, **arguments)
+    extras = {"kto/kl_reference_point": float(arguments["kl_reference_point"])} if config.loss == "kto" else None
+    return ObjectiveOutput(losses.mean(), chosen_rewards, rejected_rewards, arguments.get("weights"), extras)
+
+
+def gather_global(logps: PreferenceLogps) -> PreferenceLogps:
+    """All processes' rows, chosen and rejected sides separately, local rows keeping their gradient.
+
+    Each side is packed as one (K, 2 + D) matrix [policy, reference, embedding] so one size
+    exchange and one all-gather per side suffice. A paired batch stays paired: chosen row i and
+    rejected row i still come from the same example.
+    """
+    if world_size() == 1:
+        return logps
+
+    def gather(policy: torch.Tensor, reference: torch.Tensor, embeddings: torch.Tensor):
+        packed = torch.cat([policy.float()[:, None], reference.float()[:, None], embeddings.float()], dim=1)
+        rows, _ = all_gather_rows(packed)  # (K_global, 2 + D)
+        return rows[:, 0], rows[:, 1].detach(), rows[:, 2:].detach()
+
+    chosen = gather(logps.policy_chosen_logps, logps.reference_chosen_logps, logps.chosen_prompt_embeddings)
+    rejected = gather(logps.policy_rejected_logps, logps.reference_rejected_logps, logps.rejected_prompt_embeddings)
+    return replace(logps, policy_chosen_logps=chosen[0], reference_chosen_logps=chosen[1],
+                   chosen_prompt_embeddings=chosen[2], policy_rejected_logps=rejected[0],
+                   reference_rejected_logps=rejected[1], rejected_prompt_embeddings=rejected[2])
+
+
+def scoped_objective(logps: PreferenceLogps, config: RPOConfig) -> tuple[ObjectiveOutput, PreferenceLogps]:
+    """The objective over this process's rows ("local") or over every process's rows ("global").
+
+    With "global" the returned loss has the value of the global loss and a gradient scaled so
+    that data-parallel averaging yields the gradient of one process on the concatenated batch.
+    Also returns the log-probs the loss saw (global ones under "global"), for the metrics.
+    """
+    if config.contrast_scope == "local" or world_size() == 1:
+        return preference_objective(logps, config), logps
+    global_logps = gather_global(logps)
+    output = preference_objective(global_logps, config)
+    output.loss = scale_for_gradient_averaging(output.loss)
+    return output, global_logps

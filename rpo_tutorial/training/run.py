@@ -1,0 +1,227 @@
+"""Build and run a training job from an :class:`RPOConfig`: used by the CLI, notebooks and the demo.
+
+    from rpo_tutorial.training.config import get_preset
+    from rpo_tutorial.training import run_sft, run_training
+    sft = run_sft(get_preset("demo", output_dir="outputs/sft"))                  # stage 1
+    rpo = run_training(get_preset("demo", model=str(sft.output_dir), output_dir="outputs/rpo"))
+
+The pipeline (each step once, before training):
+rows (demo / HH / a file / a hub id) -> prompt embeddings (once, cached on disk; only when the
+weighting or the sampler needs them) -> unpaired split (``paired=False``) -> tokenize -> reference
+log-probs (``reference="precomputed"``) -> :class:`RPOTrainer` -> train -> save model, tokenizer,
+``rpo_config.json`` and ``metrics.jsonl`` in ``output_dir``.
+
+On several processes (``accelerate launch`` / ``torchrun``) every process runs the same pipeline;
+the main process embeds first and the others read the embedding cache.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from rpo_tutorial.data.collate import PreferenceCollator, SFTCollator
+from rpo_tutorial.data.demo import load_demo
+from rpo_tutorial.data.preferences import load_hh, load_preferences
+from rpo_tutorial.data.run_logs import METRICS_FILE
+from rpo_tutorial.data.tokenization import TokenizationReport, tokenize_dataset
+from rpo_tutorial.models.loading import BUNDLED_POLICY, load_policy, load_tokenizer, tiny_model
+from rpo_tutorial.models.logprobs import precompute_reference_logps
+from rpo_tutorial.training.config import TINY_MODEL_PREFIX, RPOConfig
+from rpo_tutorial.training.trainer import RPOTrainer
+
+CONFIG_FILE = "rpo_config.json"
+
+
+@dataclass
+class RunResult:
+    """What a finished run left behind."""
+
+    output_dir: Path  # final model + tokenizer + rpo_config.json + metrics.jsonl
+    metrics_path: Path  # output_dir / metrics.jsonl
+    global_step: int  # optimizer steps taken
+    train_loss: float  # mean training loss of the run
+    tokenization: TokenizationReport  # rows kept / truncated / skipped
+    trainer: RPOTrainer  # for inspection in notebooks (trainer.model is the trained policy)
+
+
+# ---- data -----------------------------------------------------------------------------------
+def load_rows(config: RPOConfig) -> list[dict]:
+    """The dataset named by ``config.dataset`` (first ``max_train_rows`` rows)."""
+    name = config.dataset
+    if name == "demo":
+        rows = load_demo(config.dataset_split)
+    elif name == "hh" or name.startswith("hh:"):
+        subsets = [s.strip() for s in name[3:].split(",") if s.strip()] or None
+        rows = load_hh(split=config.dataset_split, subsets=subsets)
+    elif Path(name).expanduser().exists():
+        rows = _load_file(Path(name).expanduser())
+    else:
+        rows = load_preferences(name, split=config.dataset_split)
+    rows = list(rows)[: config.max_train_rows]
+    if not rows:
+        raise ValueError(f"dataset {name!r} (split {config.dataset_split!r}) gave no rows")
+    return rows
+
+
+def _load_file(path: Path) -> list[dict]:
+    """A local file of {prompt, chosen, rejected} / {prompt, completion, label} rows, or of HH transcripts."""
+    from rpo_tutorial.data.preferences import load_hh, load_preferences
+
+    try:
+        return load_preferences(path)
+    except ValueError as error:
+        if "cannot tell the format" not in str(error):
+            raise
+        return load_hh(path=path)  # {chosen, rejected} full transcripts, the hub's HH schema
+
+
+def prepare_rows(rows: Sequence[dict], config: RPOConfig) -> list[dict]:
+    """Add prompt embeddings (once, when needed and missing) and split pairs when ``paired=False``."""
+    rows = list(rows)
+    unpaired_rows = all("completion" in row for row in rows)
+    if config.loss != "sft" and config.is_paired and unpaired_rows:
+        raise ValueError(f"loss={config.loss!r} with paired data, but the rows are unpaired "
+                         "{prompt, completion, label}; set paired=False")
+    if config.needs_prompt_embeddings and not all("prompt_embedding" in row for row in rows):
+        from rpo_tutorial.data.embeddings import PromptEmbedder, add_prompt_embeddings
+
+        rows = add_prompt_embeddings(rows, PromptEmbedder(config.embedder), mode=config.embed_text,
+                                     show_progress=config.progress)
+    if config.loss != "sft" and not config.is_paired and not unpaired_rows:
+        from rpo_tutorial.data.preferences import to_unpaired
+
+        rows = to_unpaired(rows, seed=config.seed, desirable_fraction=config.desirable_fraction,
+                           undesirable_fraction=config.undesirable_fraction)
+    return list(rows)
+
+
+def tokenize_rows(rows: Sequence[dict], tokenizer, config: RPOConfig) -> tuple[list[dict], TokenizationReport]:
+    """Tokenize for SFT (chosen responses), paired or unpaired training; invalid rows are skipped with a count."""
+    kind = "sft" if config.loss == "sft" else ("paired" if config.is_paired else "unpaired")
+    examples, report = tokenize_dataset(rows, tokenizer, kind=kind, max_prompt_length=config.max_prompt_length,
+                                        max_length=config.max_length, prompt_truncation=config.prompt_truncation,
+                                        progress=config.progress)
+    if not examples:
+        raise ValueError(f"no example survived tokenization: {report.summary()}")
+    return examples, report
+
+
+# ---- models ---------------------------------------------------------------------------------
+def load_models(config: RPOConfig):
+    """(tokenizer, policy): a tiny random model, the bundled SmolLM2, a hub id or a local folder."""
+    tiny = config.model.startswith(TINY_MODEL_PREFIX)
+    tokenizer = load_tokenizer(config.tokenizer or (BUNDLED_POLICY if tiny else config.model))
+    if tiny:
+        policy = tiny_model(len(tokenizer), architecture=config.model[len(TINY_MODEL_PREFIX):], seed=config.seed)
+    else:
+        policy = load_policy(config.model)  # float32 master weights; bf16 is autocast by the Trainer
+    policy.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, policy
+
+
+def load_reference(config: RPOConfig, policy: torch.nn.Module, from_config: bool) -> torch.nn.Module:
+    """The frozen reference: the starting policy, in bfloat16 when training in bf16 (it only runs forward).
+
+    A hub / local model is loaded again in that dtype (no float32 copy in memory); a tiny
+    random model or a policy handed in by the caller is copied.
+    """
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    if from_config and not config.model.startswith(TINY_MODEL_PREFIX):
+        return load_policy(config.model, dtype=dtype)
+    return copy.deepcopy(policy).to(dtype)
+
+
+def precompute_sharded(policy: torch.nn.Module, examples: list[dict], collator, config: RPOConfig) -> list[dict]:
+    """Reference log-probs of every example; with W processes each computes every W-th example, then all share."""
+    from rpo_tutorial.training.distributed import is_distributed, rank, world_size
+
+    options = dict(batch_size=config.precompute_batch_size, progress=config.progress)
+    if not is_distributed():
+        return precompute_reference_logps(policy, examples, collator, **options)
+    processes = world_size()
+    share = precompute_reference_logps(policy, examples[rank()::processes], collator, **options)
+    shares = [None] * processes
+    torch.distributed.all_gather_object(shares, share)
+    result: list = [None] * len(examples)
+    for index, part in enumerate(shares):
+        result[index::processes] = part
+    return result
+
+
+def apply_lora(model: torch.nn.Module, config: RPOConfig) -> torch.nn.Module:
+    """Wrap ``model`` with LoRA adapters on every linear layer (needs ``pip install peft``)."""
+    try:
+        import peft
+    except ImportError as error:
+        raise ImportError("reference='lora' needs the optional peft package: pip install 'rpo-tutorial[peft]'") \
+            from error
+    lora = peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                           target_modules="all-linear", task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, lora)
+
+
+# ---- build and run ----------------------------------------------------------------------------
+def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy: torch.nn.Module | None = None,
+                  tokenizer=None) -> tuple[RPOTrainer, TokenizationReport]:
+    """Everything up to ``trainer.train()``: data, models, reference, collator, trainer.
+
+    Args:
+        rows: use these rows instead of loading ``config.dataset`` (notebooks, tests).
+        policy, tokenizer: use these instead of loading ``config.model`` (both or neither).
+    """
+    if (policy is None) != (tokenizer is None):
+        raise ValueError("pass both policy and tokenizer, or neither")
+    args = config.to_training_arguments()
+    first = args.main_process_first if torch.distributed.is_initialized() else (lambda **_: nullcontext())
+    with first(desc="prompt embeddings"):
+        rows = prepare_rows(load_rows(config) if rows is None else rows, config)
+    loaded_here = policy is None
+    if loaded_here:
+        tokenizer, policy = load_models(config)
+    examples, report = tokenize_rows(rows, tokenizer, config)
+    collator_class = SFTCollator if config.loss == "sft" else PreferenceCollator
+    collator = collator_class(tokenizer.pad_token_id)
+    reference = None
+    if config.needs_reference and config.reference == "model":
+        reference = load_reference(config, policy, from_config=loaded_here)
+    elif config.needs_reference and config.reference == "precomputed":
+        policy.to(args.device)  # the starting policy IS the reference: one pass before training
+        examples = precompute_sharded(policy, examples, collator, config)
+    elif config.reference == "lora":
+        policy = apply_lora(policy, config)
+        if config.gradient_checkpointing:
+            policy.enable_input_require_grads()
+    trainer = RPOTrainer(model=policy, config=config, reference_model=reference, args=args,
+                         train_dataset=examples, data_collator=collator, processing_class=tokenizer)
+    return trainer, report
+
+
+def run_training(config: RPOConfig, rows: Sequence[dict] | None = None,
+                 resume_from_checkpoint: str | bool | None = None, **build_options) -> RunResult:
+    """Build, train, save. ``resume_from_checkpoint``: a checkpoint folder, or True for the latest one.
+
+    With ``reference="lora"`` the saved model is the adapter (peft format), except after SFT,
+    whose adapters are merged so that its folder can serve as the next run's model.
+    """
+    trainer, report = build_trainer(config, rows, **build_options)
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    output_dir = Path(config.output_dir)
+    if config.loss == "sft" and config.reference == "lora":  # an SFT model becomes the next reference: merge
+        trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        (output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return RunResult(output_dir, output_dir / METRICS_FILE, output.global_step, output.training_loss, report, trainer)
+
+
+def run_sft(config: RPOConfig, rows: Sequence[dict] | None = None, **options) -> RunResult:
+    """The paper's first stage: NLL on the chosen responses. Use its output_dir as the next run's model."""
+    if config.loss != "sft":
+        config = config.replace(loss="sft")
+    return run_training(config, rows, **options)

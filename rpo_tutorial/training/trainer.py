@@ -1,0 +1,219 @@
+"""RPOTrainer: ``transformers.Trainer`` with SFT, DPO, IPO, cDPO, KTO and RPO losses.
+
+Everything around the loss (DDP / FSDP / DeepSpeed, gradient accumulation, mixed precision,
+checkpoints and resume, logging, progress bars) comes from ``transformers.Trainer``; this class
+only says how one collated batch becomes a loss:
+
+1. ONE forward of the policy on the stacked batch (M chosen rows, then N rejected rows) and the
+   float32 sum of response-token log-probs (``logprobs.sequence_logps``);
+2. the reference log-probs: read from the batch ("precomputed"), one no-grad forward of a frozen
+   reference model ("model"), or of the policy with its LoRA adapters disabled ("lora");
+3. the loss, from ``objectives.scoped_objective``: weights from the batch's precomputed prompt
+   embeddings (no embedder runs during training), the pure loss function from the registry, and
+   with ``contrast_scope="global"`` the rows of every process (see ``distributed``).
+
+A non-finite log-prob or loss raises :class:`NonFiniteLossError` naming the step. The metrics of
+``metrics.METRIC_NAMES`` are accumulated per micro-batch, averaged at each logging step, sent to
+``report_to`` and appended to ``OUTPUT_DIR/metrics.jsonl``.
+
+    trainer = RPOTrainer(model=policy, config=config, reference_model=reference,
+                         train_dataset=examples, data_collator=PreferenceCollator(tokenizer.pad_token_id))
+    trainer.train()
+
+Launch on several processes with ``accelerate launch`` or ``torchrun`` (see ``training.py``).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from rpo_tutorial.data.collate import IGNORE_INDEX
+from rpo_tutorial.models.logprobs import sequence_logps
+from rpo_tutorial.training.config import RPOConfig
+from rpo_tutorial.training.metrics import (
+    MetricsAccumulator,
+    MetricsJsonlCallback,
+    preference_metrics,
+    sft_metrics,
+)
+from rpo_tutorial.training.objectives import PreferenceLogps, scoped_objective
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced NaN or inf; the message names the step."""
+
+
+def _batch_embeddings(inputs: dict, key: str, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """The batch's (rows, D) prompt embeddings, or an empty (rows, 0) matrix when absent."""
+    if key in inputs:
+        return inputs[key].float()
+    return like.new_zeros((rows, 0), dtype=torch.float32)
+
+
+class RPOTrainer(Trainer):
+    """A ``Trainer`` whose loss is ``config.loss`` (see the module docstring).
+
+    Args:
+        model: the policy (a causal LM; a peft model when ``config.reference == "lora"``).
+        config: the run's :class:`RPOConfig`.
+        reference_model: the frozen reference when ``config.reference == "model"``; None otherwise.
+        args: ``TrainingArguments``; default ``config.to_training_arguments()``.
+        **kwargs: passed to ``transformers.Trainer`` (train_dataset, data_collator, callbacks, ...).
+    """
+
+    # compute_loss returns a per-micro-batch mean; Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, model: torch.nn.Module, config: RPOConfig, reference_model: torch.nn.Module | None = None,
+                 args=None, **kwargs: Any) -> None:
+        args = args if args is not None else config.to_training_arguments()
+        if args.remove_unused_columns:
+            raise ValueError("TrainingArguments.remove_unused_columns must be False: batches carry prompt "
+                             "embeddings and reference log-probs that the model's forward does not take")
+        _check_reference(config, model, reference_model)
+        super().__init__(model=model, args=args, **kwargs)
+        self.config = config
+        self.model_accepts_loss_kwargs = False  # we never pass num_items_in_batch to the model
+        self.reference_model = self._prepare_reference_model(reference_model)
+        self._metrics = {"train": MetricsAccumulator(), "eval": MetricsAccumulator()}
+        self.add_callback(MetricsJsonlCallback())
+
+    # ---- reference model ------------------------------------------------------------------
+    def _prepare_reference_model(self, reference_model: torch.nn.Module | None) -> torch.nn.Module | None:
+        """Freeze the reference and place it like the policy (sharded under FSDP / DeepSpeed)."""
+        if reference_model is None:
+            return None
+        reference_model.eval()
+        reference_model.requires_grad_(False)
+        if self.is_deepspeed_enabled:
+            return _deepspeed_reference(reference_model, self.accelerator)
+        if self.is_fsdp_enabled:
+            return self.accelerator.prepare_model(reference_model, evaluation_mode=True)
+        return reference_model.to(self.args.device)
+
+    def _reference_logps(self, model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+        """Reference log-probs of the stacked batch. Shape: returns (M + N,) float32."""
+        mode = self.config.reference
+        if mode == "precomputed":
+            missing = [k for k in ("reference_chosen_logps", "reference_rejected_logps") if k not in inputs]
+            if missing:
+                raise ValueError(f"reference='precomputed' but the batch lacks {missing}: run "
+                                 "logprobs.precompute_reference_logps on the tokenized examples first")
+            return torch.cat([inputs["reference_chosen_logps"], inputs["reference_rejected_logps"]]).float()
+        with torch.no_grad():
+            if mode == "model":
+                return self._forward_logps(self.reference_model, inputs).detach()
+            peft_model = self.accelerator.unwrap_model(model)
+            with peft_model.disable_adapter():  # the base weights are the reference policy
+                return self._forward_logps(model, inputs).detach()
+
+    # ---- loss ---------------------------------------------------------------------------------
+    @staticmethod
+    def _forward_logps(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+        """One forward pass; summed float32 log-probs of each row's label tokens. Shape: (B,)."""
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        return sequence_logps(outputs.logits, inputs["labels"])
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict, return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None):
+        """The loss of ``config.loss`` on one micro-batch (``num_items_in_batch`` is not used)."""
+        if self.config.loss == "sft":
+            loss, stats = self._sft_loss(model, inputs)
+        else:
+            loss, stats = self._preference_loss(model, inputs)
+        self._check_finite(loss, "the loss")
+        self._metrics["train" if model.training else "eval"].add(stats)
+        return (loss, {"loss": loss.detach()}) if return_outputs else loss
+
+    def _preference_loss(self, model: torch.nn.Module, inputs: dict):
+        """Reference and policy log-probs of the stacked batch -> the (local or global) objective + metrics."""
+        num_chosen = int(inputs["num_chosen"])
+        reference = self._reference_logps(model, inputs)  # (M + N,), before the policy graph exists
+        policy = self._forward_logps(model, inputs)  # (M + N,): ONE forward on chosen + rejected
+        self._check_finite(reference, "reference log-probabilities")
+        self._check_finite(policy, "policy log-probabilities")
+        total = policy.shape[0]
+        logps = PreferenceLogps(
+            policy_chosen_logps=policy[:num_chosen], policy_rejected_logps=policy[num_chosen:],
+            reference_chosen_logps=reference[:num_chosen], reference_rejected_logps=reference[num_chosen:],
+            chosen_prompt_embeddings=_batch_embeddings(inputs, "chosen_prompt_embeddings", num_chosen, policy),
+            rejected_prompt_embeddings=_batch_embeddings(inputs, "rejected_prompt_embeddings", total - num_chosen,
+                                                         policy),
+            paired=bool(inputs.get("paired", False)),
+        )
+        output, seen = scoped_objective(logps, self.config)
+        return output.loss, preference_metrics(seen, output)
+
+    def _sft_loss(self, model: torch.nn.Module, inputs: dict):
+        """Mean negative log-likelihood per response token (the paper's SFT stage)."""
+        logps = self._forward_logps(model, inputs)  # (B,)
+        self._check_finite(logps, "policy log-probabilities")
+        num_tokens = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+        return -logps.sum() / max(num_tokens, 1), sft_metrics(logps, num_tokens)
+
+    def _check_finite(self, value: torch.Tensor, what: str) -> None:
+        if not bool(torch.isfinite(value).all()):
+            phase = "training" if self.model.training else "evaluation at"
+            raise NonFiniteLossError(
+                f"{what} became non-finite (nan/inf) at {phase} step {self.state.global_step + 1} "
+                f"(epoch {self.state.epoch or 0:.3f}); training stopped. Try a lower learning_rate, "
+                "bf16 instead of fp16, or check the data of this step.")
+
+    # ---- logging and sampling -------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the averaged metrics to each training / evaluation log (all processes call this)."""
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        if mode == "eval" or "loss" in logs:
+            averages = self._metrics[mode].pop_averages(self.args.device)
+            prefix = "eval_" if mode == "eval" else ""
+            logs = {**logs, **{prefix + name: value for name, value in averages.items()}}
+        super().log(logs, start_time)
+
+    def _get_train_sampler(self, train_dataset=None):
+        """Random batches (default), related prompts together ("similarity"), or dataset order ("sequential")."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.config.batch_sampling == "random":
+            return super()._get_train_sampler(train_dataset)
+        if self.config.batch_sampling == "sequential":
+            return torch.utils.data.SequentialSampler(dataset)
+        from rpo_tutorial.data.embeddings import stack_prompt_embeddings
+        from rpo_tutorial.data.sampler import SimilaritySampler
+
+        return SimilaritySampler(stack_prompt_embeddings(dataset), batch_size=self.args.per_device_train_batch_size,
+                                 seed=self.args.seed, drop_last=self.args.dataloader_drop_last)
+
+
+def _check_reference(config: RPOConfig, model: torch.nn.Module, reference_model: torch.nn.Module | None) -> None:
+    """The reference arguments must match ``config.reference``."""
+    if not config.needs_reference or config.reference == "precomputed":
+        if reference_model is not None:
+            raise ValueError(f"reference_model was given but loss={config.loss!r} with reference="
+                             f"{config.reference!r} does not use one; pass None")
+    elif config.reference == "model" and reference_model is None:
+        raise ValueError("reference='model' needs reference_model (a frozen copy of the starting policy)")
+    elif config.reference == "lora":
+        if reference_model is not None:
+            raise ValueError("reference='lora' uses the policy's base weights; pass reference_model=None")
+        if not hasattr(model, "disable_adapter"):
+            raise ValueError("reference='lora' needs a peft model (peft.get_peft_model(...)); got "
+                             f"{type(model).__name__}")
+
+
+def _deepspeed_reference(model: torch.nn.Module, accelerator) -> torch.nn.Module:
+    """Wrap a frozen reference for DeepSpeed: sharded like the policy under ZeRO-3, else plain.
+
+    Untested in this repository's CI (no DeepSpeed on CPU).
+    """
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    if config.get("zero_optimization", {}).get("stage") != 3:
+        config["zero_optimization"] = {"stage": 0}
+    for key in ("optimizer", "scheduler"):
+        config.pop(key, None)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine
