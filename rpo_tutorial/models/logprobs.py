@@ -1,7 +1,7 @@
 """Summed response log-probabilities log pi(y | x): the quantity every preference loss consumes.
 
 ``sequence_logps`` turns logits into one float32 number per sequence; ``batch_sequence_logps`` runs
-a causal LM on a collated batch; ``precompute_reference_logps`` fills in the frozen reference
+a causal LM on a collated batch, applying its head to the response rows only (``head.py``); ``precompute_reference_logps`` fills in the frozen reference
 model's log-probs once per dataset (the trainer's "precomputed reference" mode, which frees the
 reference model's memory during training).
 """
@@ -13,17 +13,20 @@ import torch
 from tqdm.auto import tqdm
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
+from rpo_tutorial.models.head import label_positions, label_token_logps, model_sequence_logps, sum_per_row
 
 REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps", "reference_logps")
 
 
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                   chunk_rows: int | None = None) -> torch.Tensor:
     """Sum of log pi(label token | preceding tokens) over the response tokens of each sequence.
 
     Position t of the logits predicts token t + 1, so labels are shifted left by one; label
-    positions equal to ``ignore_index`` (prompt and padding) contribute nothing. Each token's
-    log-prob is computed in float32 as ``logit[label] - logsumexp(logits)``, one sequence at a
-    time, so no full float32 log-softmax of the whole batch is ever materialised.
+    positions equal to ``ignore_index`` (prompt and padding) contribute nothing. Only the K scored
+    positions are read, vectorised in row chunks: each token's log-prob is computed in float32 as
+    ``logit[label] - logsumexp(logits)`` (``head.label_token_logps``, checkpointed per chunk under
+    autograd, so no float32 copy of the logits is kept for backward).
 
     Shape:
         logits: (B, T, V), any float dtype; labels: (B, T) long; returns (B,) float32
@@ -31,26 +34,16 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
         raise ValueError(f"logits must be (B, T, V) and labels (B, T); got {tuple(logits.shape)} and "
                          f"{tuple(labels.shape)}")
-    mask = labels[:, 1:] != ignore_index  # (B, T-1): which next tokens are scored
-    targets = labels[:, 1:].masked_fill(~mask, 0)  # (B, T-1), ignored positions point at id 0
-    if targets.numel() and (targets.min() < 0 or targets.max() >= logits.shape[-1]):
-        raise ValueError(f"labels must be in [0, {logits.shape[-1]}) or {ignore_index}, got values in "
-                         f"[{labels.min().item()}, {labels.max().item()}]")
-    totals = []
-    for row in range(logits.shape[0]):
-        row_logits = logits[row, :-1].float()  # (T-1, V) in float32
-        picked = row_logits.gather(-1, targets[row].unsqueeze(-1)).squeeze(-1)  # (T-1,)
-        token_logps = picked - torch.logsumexp(row_logits, dim=-1)  # (T-1,) log-softmax at the label
-        totals.append((token_logps * mask[row]).sum())
-    if not totals:
-        return logits.new_zeros(0, dtype=torch.float32)
-    return torch.stack(totals)  # (B,)
+    mask, targets = label_positions(labels, ignore_index)  # (B, T-1), (K,)
+    token_logps = label_token_logps(logits[:, :-1][mask], targets, chunk_rows=chunk_rows)  # (K,)
+    return sum_per_row(token_logps, mask)  # (B,)
 
 
 def batch_sequence_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Run ``model`` on ``batch["input_ids"]`` / ``attention_mask`` and sum the label log-probs.
 
-    The batch tensors are moved to the model's device.
+    The batch tensors are moved to the model's device. The head runs on the label rows only
+    (``head.model_sequence_logps``).
 
     Shape:
         batch["input_ids"], batch["attention_mask"], batch["labels"]: (B, T); returns (B,) float32
@@ -59,9 +52,8 @@ def batch_sequence_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tenso
         if key not in batch:
             raise ValueError(f"batch lacks {key!r}; got keys {sorted(batch)}")
     device = next(model.parameters()).device
-    outputs = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                    use_cache=False)
-    return sequence_logps(outputs.logits, batch["labels"].to(device))
+    return model_sequence_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                batch["labels"].to(device))
 
 
 def precompute_reference_logps(model: torch.nn.Module, tokenized_examples: Sequence[Mapping],

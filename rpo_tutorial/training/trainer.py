@@ -5,7 +5,7 @@ checkpoints and resume, logging, progress bars) comes from ``transformers.Traine
 only says how one collated batch becomes a loss:
 
 1. ONE forward of the policy on the stacked batch (M chosen rows, then N rejected rows) and the
-   float32 sum of response-token log-probs (``logprobs.sequence_logps``);
+   float32 sum of response-token log-probs, the LM head run on response rows only (``models.head``);
 2. the reference log-probs: read from the batch ("precomputed"), one no-grad forward of a frozen
    reference model ("model"), or of the policy with its LoRA adapters disabled ("lora");
 3. the loss, from ``objectives.scoped_objective``: weights from the batch's precomputed prompt
@@ -31,7 +31,7 @@ import torch
 from transformers import Trainer
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
-from rpo_tutorial.models.logprobs import sequence_logps
+from rpo_tutorial.models.head import model_sequence_logps
 from rpo_tutorial.training.config import RPOConfig
 from rpo_tutorial.training.metrics import (
     MetricsAccumulator,
@@ -113,9 +113,9 @@ class RPOTrainer(Trainer):
     # ---- loss ---------------------------------------------------------------------------------
     @staticmethod
     def _forward_logps(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-        """One forward pass; summed float32 log-probs of each row's label tokens. Shape: (B,)."""
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        return sequence_logps(outputs.logits, inputs["labels"])
+        """One forward pass; summed float32 log-probs of each row's label tokens, the head applied
+        to the label rows only (``head.model_sequence_logps``). Shape: (B,)."""
+        return model_sequence_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
