@@ -55,6 +55,9 @@ class RPOConfig:
     placement: str = "score"  # weight inside the sigmoid ("score", paper Eq. 15) or on the loss term ("loss", official)
     uniform_convention: str = "paper"  # uniform weights 1/N ("paper") or 1 ("official")
     contrast_scope: str = "local"  # contrast matrix over each device's batch ("local") or the global batch ("global")
+    accumulate_contrast: bool = False  # one loss over ALL micro-batches of an optimizer step (training/accumulation.py)
+    nll_weight: float = 0.0  # weight of an added NLL term on the chosen responses (TRL's rpo_alpha); 0: none
+    length_normalize: bool | None = None  # losses on per-token mean log-probs; None: True for ipo only (as TRL)
     beta: float = 0.1  # strength of the KL regularisation (DPO / RPO / KTO beta)
     label_smoothing: float = 0.1  # cdpo: assumed probability that a preference label is flipped, in (0, 0.5)
     ipo_tau: float = 0.1  # ipo: regulariser tau of paper Eq. 6 (target margin 1 / (2 tau))
@@ -110,7 +113,9 @@ class RPOConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         _check_bool("paired", self.paired, optional=True)
-        for name in ("bf16", "gradient_checkpointing", "fsdp", "progress"):
+        _check_bool("length_normalize", self.length_normalize, optional=True)
+        _check_number("nll_weight", self.nll_weight, low=0.0)
+        for name in ("bf16", "gradient_checkpointing", "fsdp", "progress", "accumulate_contrast"):
             _check_bool(name, getattr(self, name))
         for name in ("beta", "ipo_tau", "kto_desirable_weight", "kto_undesirable_weight", "learning_rate"):
             _check_number(name, getattr(self, name), low=0.0, low_open=True)
@@ -150,6 +155,8 @@ class RPOConfig:
                              "use 'embedding', 'uniform' or 'sinkhorn' with paired=False")
         if self.loss == "cdpo" and self.label_smoothing == 0.0:
             raise ValueError("loss='cdpo' needs label_smoothing in (0, 0.5); with 0 it is plain 'dpo'")
+        if self.loss == "sft" and (self.accumulate_contrast or self.nll_weight or self.length_normalize):
+            raise ValueError("accumulate_contrast, nll_weight and length_normalize apply to preference losses, not sft")
         if self.fsdp_layer_class is not None and not self.fsdp:
             raise ValueError("fsdp_layer_class is set but fsdp is False; set fsdp=True")
         if self.model.startswith(TINY_MODEL_PREFIX) and self.model[len(TINY_MODEL_PREFIX):] not in ("llama", "mistral"):
@@ -168,6 +175,11 @@ class RPOConfig:
     def effective_tau(self) -> float:
         """``tau``, or the paper's value for the pairing (0.5 paired, 0.75 unpaired) when None."""
         return self.tau if self.tau is not None else PAPER_TAU[self.is_paired]
+
+    @property
+    def length_normalized(self) -> bool:
+        """``length_normalize``, or True for IPO (per-token log-probs, TRL's convention) when None."""
+        return self.length_normalize if self.length_normalize is not None else self.loss == "ipo"
 
     @property
     def needs_reference(self) -> bool:

@@ -4,6 +4,10 @@ The trainer runs the models and hands the log-probs over as :class:`PreferenceLo
 module picks the pure loss function from ``losses.LOSSES`` by name and builds its extra
 arguments through the :data:`LOSS_ARGUMENTS` registry (beta, the RPO weight matrix, KTO's
 reference point, ...), so adding a loss means adding two table entries, not an ``if`` branch.
+Terms added to any preference loss with a weight (``nll_weight``: the NLL of the chosen
+responses, TRL's ``rpo_alpha``) come from the :data:`AUXILIARY_TERMS` registry, and
+``length_normalize`` (default on for IPO, as TRL does) divides every log-prob by its response's
+token count before the loss sees it.
 
 KTO's reference point z_ref (paper Eq. 9, an estimate of KL(pi || pi_ref)) is estimated as the
 batch mean of the policy / reference log-ratios of ALL responses in the (micro-, or with
@@ -43,6 +47,8 @@ class PreferenceLogps:
     chosen_prompt_embeddings: torch.Tensor
     rejected_prompt_embeddings: torch.Tensor
     paired: bool
+    chosen_token_counts: torch.Tensor | None = None  # (M,) response tokens per row (length_normalize, nll)
+    rejected_token_counts: torch.Tensor | None = None  # (N,)
 
     @property
     def num_chosen(self) -> int:
@@ -130,6 +136,52 @@ def preference_objective(logps: PreferenceLogps, config: RPOConfig) -> Objective
     return ObjectiveOutput(losses.mean(), chosen_rewards, rejected_rewards, arguments.get("weights"), extras)
 
 
+def length_normalized(logps: PreferenceLogps) -> PreferenceLogps:
+    """Every log-prob divided by its response's token count: mean per-token log-probs (TRL's IPO).
+
+    Shape:
+        all four log-prob vectors keep their shapes (M,) / (N,)
+    """
+    if logps.chosen_token_counts is None or logps.rejected_token_counts is None:
+        raise ValueError("length_normalize needs chosen_token_counts and rejected_token_counts in PreferenceLogps")
+    chosen, rejected = logps.chosen_token_counts.clamp_min(1).float(), logps.rejected_token_counts.clamp_min(1).float()
+    return replace(logps, policy_chosen_logps=logps.policy_chosen_logps / chosen,
+                   reference_chosen_logps=logps.reference_chosen_logps / chosen,
+                   policy_rejected_logps=logps.policy_rejected_logps / rejected,
+                   reference_rejected_logps=logps.reference_rejected_logps / rejected)
+
+
+def chosen_nll(logps: PreferenceLogps) -> torch.Tensor:
+    """Negative log-likelihood per token of the chosen responses: -sum_i log pi(y_i^w) / sum_i |y_i^w|.
+
+    Shape:
+        returns () float32 (0 with a graph when there are no chosen tokens)
+    """
+    if logps.chosen_token_counts is None:
+        raise ValueError("nll_weight > 0 needs chosen_token_counts in PreferenceLogps")
+    tokens = logps.chosen_token_counts.float().sum().clamp_min(1.0)
+    return -logps.policy_chosen_logps.float().sum() / tokens
+
+
+# config field holding the weight -> (metric name the term is logged as, the term added as weight x term)
+AUXILIARY_TERMS: dict[str, tuple[str, Callable[[PreferenceLogps], torch.Tensor]]] = {
+    "nll_weight": ("nll/token", chosen_nll),
+}
+
+
+def composed_objective(logps: PreferenceLogps, config: RPOConfig) -> ObjectiveOutput:
+    """``config.loss`` (on length-normalised log-probs when ``config.length_normalized``) plus the
+    weighted :data:`AUXILIARY_TERMS` on the raw summed log-probs; the terms are logged in ``extras``."""
+    output = preference_objective(length_normalized(logps) if config.length_normalized else logps, config)
+    for field, (metric, term) in AUXILIARY_TERMS.items():
+        weight = getattr(config, field)
+        if weight:
+            value = term(logps)
+            output.loss = output.loss + weight * value
+            output.extras = {**(output.extras or {}), metric: float(value.detach())}
+    return output
+
+
 def gather_global(logps: PreferenceLogps) -> PreferenceLogps:
     """All processes' rows, chosen and rejected sides separately, local rows keeping their gradient.
 
@@ -140,16 +192,21 @@ def gather_global(logps: PreferenceLogps) -> PreferenceLogps:
     if world_size() == 1:
         return logps
 
-    def gather(policy: torch.Tensor, reference: torch.Tensor, embeddings: torch.Tensor):
-        packed = torch.cat([policy.float()[:, None], reference.float()[:, None], embeddings.float()], dim=1)
-        rows, _ = all_gather_rows(packed)  # (K_global, 2 + D)
-        return rows[:, 0], rows[:, 1].detach(), rows[:, 2:].detach()
+    def gather(policy: torch.Tensor, reference: torch.Tensor, embeddings: torch.Tensor, counts: torch.Tensor | None):
+        count_column = policy.new_zeros(policy.shape[0]) if counts is None else counts  # (K,)
+        packed = torch.cat([policy.float()[:, None], reference.float()[:, None], count_column.float()[:, None],
+                            embeddings.float()], dim=1)
+        rows, _ = all_gather_rows(packed)  # (K_global, 3 + D)
+        return rows[:, 0], rows[:, 1].detach(), rows[:, 3:].detach(), None if counts is None else rows[:, 2].detach()
 
-    chosen = gather(logps.policy_chosen_logps, logps.reference_chosen_logps, logps.chosen_prompt_embeddings)
-    rejected = gather(logps.policy_rejected_logps, logps.reference_rejected_logps, logps.rejected_prompt_embeddings)
+    chosen = gather(logps.policy_chosen_logps, logps.reference_chosen_logps, logps.chosen_prompt_embeddings,
+                    logps.chosen_token_counts)
+    rejected = gather(logps.policy_rejected_logps, logps.reference_rejected_logps, logps.rejected_prompt_embeddings,
+                      logps.rejected_token_counts)
     return replace(logps, policy_chosen_logps=chosen[0], reference_chosen_logps=chosen[1],
-                   chosen_prompt_embeddings=chosen[2], policy_rejected_logps=rejected[0],
-                   reference_rejected_logps=rejected[1], rejected_prompt_embeddings=rejected[2])
+                   chosen_prompt_embeddings=chosen[2], chosen_token_counts=chosen[3],
+                   policy_rejected_logps=rejected[0], reference_rejected_logps=rejected[1],
+                   rejected_prompt_embeddings=rejected[2], rejected_token_counts=rejected[3])
 
 
 def scoped_objective(logps: PreferenceLogps, config: RPOConfig) -> tuple[ObjectiveOutput, PreferenceLogps]:
@@ -160,8 +217,8 @@ def scoped_objective(logps: PreferenceLogps, config: RPOConfig) -> tuple[Objecti
     Also returns the log-probs the loss saw (global ones under "global"), for the metrics.
     """
     if config.contrast_scope == "local" or world_size() == 1:
-        return preference_objective(logps, config), logps
+        return composed_objective(logps, config), logps
     global_logps = gather_global(logps)
-    output = preference_objective(global_logps, config)
+    output = composed_objective(global_logps, config)
     output.loss = scale_for_gradient_averaging(output.loss)
     return output, global_logps

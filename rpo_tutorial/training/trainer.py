@@ -25,6 +25,7 @@ Launch on several processes with ``accelerate launch`` or ``torchrun`` (see ``tr
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import torch
@@ -32,7 +33,9 @@ from transformers import Trainer
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
 from rpo_tutorial.models.head import model_sequence_logps
+from rpo_tutorial.training.accumulation import StepCoefficients, step_coefficients, surrogate_loss
 from rpo_tutorial.training.config import RPOConfig
+from rpo_tutorial.training.distributed import all_reduce_sum, world_size
 from rpo_tutorial.training.metrics import (
     MetricsAccumulator,
     MetricsJsonlCallback,
@@ -64,8 +67,11 @@ class RPOTrainer(Trainer):
         **kwargs: passed to ``transformers.Trainer`` (train_dataset, data_collator, callbacks, ...).
     """
 
-    # compute_loss returns a per-micro-batch mean; Trainer divides it by the accumulation steps.
-    loss_is_scaled_for_ga = False
+    @property
+    def loss_is_scaled_for_ga(self) -> bool:
+        """False: compute_loss returned a micro-batch mean and Trainer divides it by the accumulation
+        steps. True after a step-normalised loss (SFT per token of the step, accumulated contrast)."""
+        return getattr(self, "_loss_scaled_for_step", False)
 
     def __init__(self, model: torch.nn.Module, config: RPOConfig, reference_model: torch.nn.Module | None = None,
                  args=None, **kwargs: Any) -> None:
@@ -80,6 +86,11 @@ class RPOTrainer(Trainer):
         self.reference_model = self._prepare_reference_model(reference_model)
         self._metrics = {"train": MetricsAccumulator(), "eval": MetricsAccumulator()}
         self.add_callback(MetricsJsonlCallback())
+        self._step_plan: list[tuple[StepCoefficients, int]] = []  # accumulated contrast, per micro-batch
+        if config.loss == "rpo" and args.gradient_accumulation_steps > 1 and not config.accumulate_contrast:
+            warnings.warn(f"loss='rpo' with gradient_accumulation_steps={args.gradient_accumulation_steps}: each "
+                          "micro-batch builds its own contrast matrix; set accumulate_contrast=True for one matrix "
+                          "over the whole optimizer step", stacklevel=2)
 
     # ---- reference model ------------------------------------------------------------------
     def _prepare_reference_model(self, reference_model: torch.nn.Module | None) -> torch.nn.Module | None:
@@ -117,42 +128,90 @@ class RPOTrainer(Trainer):
         to the label rows only (``head.model_sequence_logps``). Shape: (B,)."""
         return model_sequence_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
 
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        """The step's micro-batches; SFT: their label-token count over all processes as
+        ``num_items_in_batch``; ``accumulate_contrast``: the full-step pass of ``accumulation``."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.config.loss == "sft" and batch_samples:
+            tokens = sum(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) for batch in batch_samples)
+            num_items_in_batch = all_reduce_sum(torch.tensor([float(tokens)], device=self.args.device))[0]
+        elif self.config.accumulate_contrast and batch_samples:
+            self._step_plan = self._plan_step([self._prepare_inputs(batch) for batch in batch_samples])
+        return batch_samples, num_items_in_batch
+
+    def _plan_step(self, micro_batches: list[dict]) -> list[tuple[StepCoefficients, int]]:
+        """No-grad log-probs of every micro-batch -> full-step loss, metrics and per-row coefficients."""
+        model, parts = self.model_wrapped, []
+        with torch.no_grad(), self.compute_loss_context_manager():
+            for inputs in micro_batches:
+                reference = self._reference_logps(model, inputs)
+                parts.append(self._preference_logps(inputs, self._forward_logps(model, inputs), reference))
+        plan = step_coefficients(parts, self.config)
+        self._check_finite(plan.output.loss, "the loss")
+        self._metrics["train"].add(preference_metrics(plan.seen, plan.output))
+        return [(plan, index) for index in range(len(parts))]
+
     def compute_loss(self, model: torch.nn.Module, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
-        """The loss of ``config.loss`` on one micro-batch (``num_items_in_batch`` is not used)."""
+        """The loss of ``config.loss`` on one micro-batch.
+
+        SFT in training: summed NLL / ``num_items_in_batch`` (the step's label tokens on all
+        processes, times the process count since data-parallel training averages gradients), so
+        the step's gradient is that of the per-token mean over the whole step. With
+        ``accumulate_contrast``: the surrogate of ``accumulation`` for this micro-batch.
+        """
+        self._loss_scaled_for_step = False
         if self.config.loss == "sft":
-            loss, stats = self._sft_loss(model, inputs)
+            loss, stats = self._sft_loss(model, inputs, num_items_in_batch if model.training else None)
+        elif model.training and self._step_plan:
+            loss, stats = self._accumulated_loss(model, inputs, *self._step_plan.pop(0))
         else:
             loss, stats = self._preference_loss(model, inputs)
         self._check_finite(loss, "the loss")
         self._metrics["train" if model.training else "eval"].add(stats)
         return (loss, {"loss": loss.detach()}) if return_outputs else loss
 
-    def _preference_loss(self, model: torch.nn.Module, inputs: dict):
-        """Reference and policy log-probs of the stacked batch -> the (local or global) objective + metrics."""
-        num_chosen = int(inputs["num_chosen"])
-        reference = self._reference_logps(model, inputs)  # (M + N,), before the policy graph exists
-        policy = self._forward_logps(model, inputs)  # (M + N,): ONE forward on chosen + rejected
+    def _preference_logps(self, inputs: dict, policy: torch.Tensor, reference: torch.Tensor) -> PreferenceLogps:
+        """Split the stacked (M + N,) log-probs of a batch into its chosen and rejected sides."""
         self._check_finite(reference, "reference log-probabilities")
         self._check_finite(policy, "policy log-probabilities")
-        total = policy.shape[0]
-        logps = PreferenceLogps(
+        num_chosen, total = int(inputs["num_chosen"]), policy.shape[0]
+        counts = (inputs["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1)  # (M + N,) response tokens per row
+        return PreferenceLogps(
             policy_chosen_logps=policy[:num_chosen], policy_rejected_logps=policy[num_chosen:],
             reference_chosen_logps=reference[:num_chosen], reference_rejected_logps=reference[num_chosen:],
             chosen_prompt_embeddings=_batch_embeddings(inputs, "chosen_prompt_embeddings", num_chosen, policy),
             rejected_prompt_embeddings=_batch_embeddings(inputs, "rejected_prompt_embeddings", total - num_chosen,
                                                          policy),
             paired=bool(inputs.get("paired", False)),
+            chosen_token_counts=counts[:num_chosen], rejected_token_counts=counts[num_chosen:],
         )
-        output, seen = scoped_objective(logps, self.config)
+
+    def _preference_loss(self, model: torch.nn.Module, inputs: dict):
+        """Reference and policy log-probs of the stacked batch -> the (local or global) objective + metrics."""
+        reference = self._reference_logps(model, inputs)  # (M + N,), before the policy graph exists
+        policy = self._forward_logps(model, inputs)  # (M + N,): ONE forward on chosen + rejected
+        output, seen = scoped_objective(self._preference_logps(inputs, policy, reference), self.config)
         return output.loss, preference_metrics(seen, output)
 
-    def _sft_loss(self, model: torch.nn.Module, inputs: dict):
-        """Mean negative log-likelihood per response token (the paper's SFT stage)."""
+    def _accumulated_loss(self, model: torch.nn.Module, inputs: dict, plan: StepCoefficients, index: int):
+        """Micro-batch ``index`` of an accumulated-contrast step (metrics were added by the step pass)."""
+        policy = self._forward_logps(model, inputs)  # (M_k + N_k,) with gradient
+        self._check_finite(policy, "policy log-probabilities")
+        self._loss_scaled_for_step = True
+        return surrogate_loss(policy, plan.coefficients[index], plan.output.loss, plan.num_micro_batches), {}
+
+    def _sft_loss(self, model: torch.nn.Module, inputs: dict, num_items_in_batch: torch.Tensor | int | None = None):
+        """Negative log-likelihood per response token (the paper's SFT stage): of the micro-batch,
+        or of the whole optimizer step when ``num_items_in_batch`` counts the step's tokens."""
         logps = self._forward_logps(model, inputs)  # (B,)
         self._check_finite(logps, "policy log-probabilities")
         num_tokens = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
-        return -logps.sum() / max(num_tokens, 1), sft_metrics(logps, num_tokens)
+        if num_items_in_batch is None:
+            return -logps.sum() / max(num_tokens, 1), sft_metrics(logps, num_tokens)
+        self._loss_scaled_for_step = True
+        step_tokens = float(num_items_in_batch)
+        return -logps.sum() * world_size() / max(step_tokens, 1.0), sft_metrics(logps, num_tokens)
 
     def _check_finite(self, value: torch.Tensor, what: str) -> None:
         if not bool(torch.isfinite(value).all()):

@@ -82,7 +82,10 @@ def hand_loss(loss: str, config, batch, policy: list[float], reference: list[flo
         eps = config.label_smoothing
         return sum(-(1 - eps) * log_sigmoid(beta * (ci - ri)) - eps * log_sigmoid(-beta * (ci - ri))
                    for ci, ri in zip(c, r)) / m
-    if loss == "ipo":
+    if loss == "ipo":  # on per-token mean log-probs (length_normalize defaults to True for IPO, as in TRL)
+        tokens = [int((batch["labels"][row, 1:] != -100).sum()) for row in range(len(policy))]
+        c = [ci / tokens[i] for i, ci in enumerate(c)]
+        r = [rj / tokens[m + j] for j, rj in enumerate(r)]
         return sum((ci - ri - 1 / (2 * config.ipo_tau)) ** 2 for ci, ri in zip(c, r)) / m
     if loss == "kto":
         z = max(0.0, sum(c + r) / (len(c) + len(r)))
