@@ -62,3 +62,13 @@ def test_one_sided_unpaired_batches_on_two_processes_do_not_hang(tmp_path):
     assert all(row["loss"] > 0.0 for row in global_)  # the gathered batch has both sides
     assert global_[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # shared precomputed reference = policy
     assert all("contrast/accuracy" in row for row in global_)
+
+
+@pytest.mark.slow
+def test_accumulated_global_contrast_of_two_processes_by_two_micro_batches_equals_one_process(tmp_path):
+    output = tmp_path / "accumulated.json"
+    launch("accumulated_equivalence.py", str(output))
+    for case, result in json.loads(output.read_text()).items():
+        assert result["losses"][0] == pytest.approx(result["single_loss"], rel=1e-6), case
+        assert result["losses"][1] == pytest.approx(result["single_loss"], rel=1e-6), case
+        assert result["max_grad_difference"] <= 1e-5 * max(1.0, result["max_grad"]), case
