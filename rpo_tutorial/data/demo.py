@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from rpo_tutorial.data.errors import MAX_FIELD_CHARS, check_data_file, data_error
 from rpo_tutorial.paths import DEMO_DATA_DIR
 
 SPLITS = ("train", "heldout")
@@ -59,6 +60,8 @@ def validate_demo_row(row: Any, where: str) -> dict:
         value = row[field]
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{where}: field {field!r} must be a non-empty string, got {value!r:.80}")
+        if len(value) > MAX_FIELD_CHARS:
+            raise ValueError(f"{where}: field {field!r} is longer than {MAX_FIELD_CHARS:,} characters")
     for field in _SCORE_FIELDS:
         value = row[field]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -75,14 +78,19 @@ def validate_demo_row(row: Any, where: str) -> dict:
 def read_demo_file(path: str | Path) -> list[dict]:
     """Read and validate a demo JSONL file; any bad line raises ValueError naming file, row, field."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"demo data file not found: {path} (regenerate: python scripts/make_demo_dataset.py)")
-    rows, seen_ids = [], set()
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    check_data_file(path, "a demo JSONL file")
+    rows, seen_ids, seen_pairs = [], set(), {}
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            where = f"{path.name} row {line_number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise data_error(path, f"row {line_number} is not UTF-8 text (column {error.start + 1})") from None
             if not line.strip():
                 continue
-            where = f"{path.name} row {line_number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
@@ -90,10 +98,14 @@ def read_demo_file(path: str | Path) -> list[dict]:
             validate_demo_row(row, where)
             if row["id"] in seen_ids:
                 raise ValueError(f"{where}: duplicate id {row['id']!r}")
+            pair = (row["prompt"], row["chosen"], row["rejected"])
+            if pair in seen_pairs:
+                raise ValueError(f"{where}: duplicate row, same prompt, chosen and rejected as row {seen_pairs[pair]}")
             seen_ids.add(row["id"])
+            seen_pairs[pair] = line_number
             rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no rows")
+        raise data_error(path, "holds no rows (an empty file)")
     return rows
 
 

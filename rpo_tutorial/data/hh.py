@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from rpo_tutorial.data.errors import check_field_length
 from rpo_tutorial.data.files import read_records
 from rpo_tutorial.data.report import InvalidRow, LoadReport, PreferenceData, RowError, finish
 
@@ -77,6 +78,7 @@ def parse_hh_pair(chosen: str, rejected: str) -> dict:
     for name, value in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(value, str):
             raise RowError("not a string", f"field {name!r} is {type(value).__name__}")
+        check_field_length(value, name)
     chosen_prompt, chosen_response = split_transcript(chosen)
     rejected_prompt, rejected_response = split_transcript(rejected)
     if chosen_prompt != rejected_prompt:

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from rpo_tutorial.data.errors import MAX_FIELD_CHARS, DataError, check_field_length, data_error
 from rpo_tutorial.data.files import has_data_suffix, read_records
 from rpo_tutorial.data.hh import HH_SUBSETS, dialogue_messages, load_hh, parse_hh_pair, split_transcript
 from rpo_tutorial.data.report import InvalidRow, LoadReport, PreferenceData, RowError, finish
@@ -43,8 +44,13 @@ __all__ = [
 ]
 
 
+class HHSchemaError(DataError):
+    """The rows have ``chosen`` and ``rejected`` but no ``prompt``: full HH-RLHF transcripts (use load_hh)."""
+
+
 def _check_prompt(prompt: object) -> None:
     if isinstance(prompt, str):
+        check_field_length(prompt, "prompt")
         if not prompt.strip():
             raise RowError("empty prompt", "field 'prompt'")
         return
@@ -55,12 +61,14 @@ def _check_prompt(prompt: object) -> None:
     for i, message in enumerate(prompt):
         if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
             raise RowError("invalid message", f"field 'prompt'[{i}] must be {{'role': one of {ROLES}, 'content': str}}")
+        check_field_length(message["content"], f"prompt[{i}].content")
 
 
 def _check_text(row: dict, key: str) -> str:
     value = row[key]
     if not isinstance(value, str):
         raise RowError("not a string", f"field {key!r} is {type(value).__name__}")
+    check_field_length(value, key)
     if not value.strip():
         raise RowError("empty response", f"field {key!r}")
     return value
@@ -100,14 +108,16 @@ def _detect_kind(records: list[tuple[int, dict]], source: str) -> str:
     """"paired" when the rows use chosen/rejected, "unpaired" when they use completion/label."""
     keys = set().union(*(record.keys() for _, record in records)) if records else set()
     if "prompt" not in keys:
-        hint = " ({chosen, rejected} full transcripts are HH-RLHF rows: use load_hh(path=...))" if (
-            {"chosen", "rejected"} <= keys) else ""
-        raise ValueError(f"{source}: cannot tell the format, no row has a 'prompt' (found {sorted(keys)[:12]}){hint}")
+        if {"chosen", "rejected"} <= keys:
+            raise HHSchemaError(f"{source}: cannot tell the format, no row has a 'prompt' (found {sorted(keys)[:12]}); "
+                                "{chosen, rejected} full transcripts are HH-RLHF rows: use load_hh(path=...)")
+        raise data_error(source, f"cannot tell the format, no row has a 'prompt' (found {sorted(keys)[:12]}); "
+                                 f"expected {PAIRED_KEYS} or {UNPAIRED_KEYS}")
     paired, unpaired = bool(keys & {"chosen", "rejected"}), bool(keys & {"completion", "label"})
     if paired != unpaired:
         return "paired" if paired else "unpaired"
     what = "both" if paired else "neither"
-    raise ValueError(f"{source}: cannot tell the format, the rows use {what} of the paired keys {PAIRED_KEYS} "
+    raise DataError(f"{source}: cannot tell the format, the rows use {what} of the paired keys {PAIRED_KEYS} "
                      f"and the unpaired keys {UNPAIRED_KEYS} (found {sorted(keys)[:12]}); pass format=")
 
 
@@ -225,18 +235,21 @@ def load_alpaca_eval_prompts(path: str | Path | None = None) -> PreferenceData:
             set of the hub dataset ``tatsu-lab/alpaca_eval`` (its ``alpaca_eval.json``, split "eval").
 
     Raises:
-        ValueError: any row without a non-empty string ``instruction`` (an evaluation set is
-            never silently shortened).
+        ValueError: an empty file, or any row that is not a JSON object with a non-empty string
+            ``instruction`` (an evaluation set is never silently shortened, so there is no
+            skipping mode). Duplicate instructions are kept and counted in ``.report.duplicates``.
     """
     path = _alpaca_hub_file() if path is None else Path(path)
-    report = LoadReport()
+    report = LoadReport(strict_hint="An evaluation set is never shortened: fix or remove the row.")
     rows = []
     for index, record in read_records(path, report, strict=True):
         instruction, dataset = record.get("instruction"), record.get("dataset", "")
         if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"{path}: row {index}: field 'instruction' must be a non-empty string, got {instruction!r:.40}")
+            raise data_error(path, "must be a non-empty string", index, "instruction", instruction)
         if not isinstance(dataset, str):
-            raise ValueError(f"{path}: row {index}: field 'dataset' must be a string, got {dataset!r:.40}")
+            raise data_error(path, "must be a string", index, "dataset", dataset)
+        if len(instruction) > MAX_FIELD_CHARS:
+            raise data_error(path, f"longer than {MAX_FIELD_CHARS:,} characters", index, "instruction")
         rows.append({"instruction": instruction, "dataset": dataset})
     return finish(rows, report, "load_alpaca_eval_prompts")
 

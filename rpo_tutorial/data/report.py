@@ -14,19 +14,18 @@ that names the file (or hub dataset), the 0-based row index, the reason and the 
 """
 from __future__ import annotations
 
+import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from rpo_tutorial.data.errors import DataError, RowError, locate
 
-class RowError(ValueError):
-    """Raised by row parsers for an invalid row; ``reason`` is the short reason that is counted."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason} ({detail})" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+__all__ = ["DataError", "InvalidRow", "LoadReport", "PreferenceData", "RowError", "drop_duplicates", "finish"]
+STRICT_HINT = "Pass strict=False to skip invalid rows and count them."
+# keys that tell copies of one row apart without changing its content
+_IDENTITY_KEYS = ("id", "source", "prompt_embedding")
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class InvalidRow:
     detail: str = ""  # the field and value involved, for the message
 
     def describe(self) -> str:
-        text = f"{self.source}: row {self.index}: {self.reason}"
+        text = f"{locate(self.source, self.index)}: {self.reason}"
         return f"{text} ({self.detail})" if self.detail else text
 
 
@@ -51,6 +50,8 @@ class LoadReport:
     total: int = 0  # rows read (valid and invalid)
     kept: int = 0  # rows returned
     invalid: list[InvalidRow] = field(default_factory=list)  # every skipped row, in reading order
+    duplicates: list[int] = field(default_factory=list)  # positions of kept rows that repeat an earlier row
+    strict_hint: str = STRICT_HINT  # how to get past a strict-mode error
 
     @property
     def skipped(self) -> int:
@@ -68,7 +69,7 @@ class LoadReport:
     def reject(self, row: InvalidRow, strict: bool) -> None:
         """Record an invalid row; in strict mode raise instead, naming it."""
         if strict:
-            raise ValueError(f"invalid row: {row.describe()}. Pass strict=False to skip invalid rows and count them.")
+            raise DataError(f"invalid row: {row.describe()}. {self.strict_hint}")
         self.invalid.append(row)
 
     def summary(self, limit: int = 5) -> str:
@@ -80,7 +81,10 @@ class LoadReport:
             where = ", ".join(f"{row.source}:{row.index}" if several_sources else str(row.index) for row in rows)
             parts.append(f"{reason}: {count} (first rows {where})")
         origin = ", ".join(self.sources) or "the input"
-        return f"skipped {self.skipped} of {self.total} rows from {origin}: " + "; ".join(parts)
+        text = f"skipped {self.skipped} of {self.total} rows from {origin}: " + ("; ".join(parts) or "none")
+        if self.duplicates:
+            text += f"; kept {len(self.duplicates)} duplicate rows (positions {self.duplicates[:limit]})"
+        return text
 
     def merge(self, other: "LoadReport") -> None:
         """Add another report's counts to this one (used when reading several subsets)."""
@@ -88,6 +92,7 @@ class LoadReport:
         self.total += other.total
         self.kept += other.kept
         self.invalid.extend(other.invalid)
+        self.duplicates.extend(other.duplicates)
 
 
 class PreferenceData(list):
@@ -109,13 +114,44 @@ class PreferenceData(list):
         return f"PreferenceData({len(self)} rows, {self.report.skipped} skipped)"
 
 
+def _content_key(row: dict) -> str:
+    return json.dumps({key: value for key, value in row.items() if key not in _IDENTITY_KEYS},
+                      sort_keys=True, default=str, ensure_ascii=False)
+
+
+def duplicate_positions(rows: Iterable[dict]) -> list[int]:
+    """Positions of rows equal to an earlier row in every key but ``id``, ``source`` and embeddings."""
+    seen, positions = set(), []
+    for position, row in enumerate(rows):
+        key = _content_key(row)
+        if key in seen:
+            positions.append(position)
+        seen.add(key)
+    return positions
+
+
+def drop_duplicates(rows: "PreferenceData") -> "PreferenceData":
+    """The rows without the duplicates its report counted (the first copy of each row stays)."""
+    report = getattr(rows, "report", None) or LoadReport(total=len(rows))
+    dropped = set(duplicate_positions(rows))
+    kept = [row for position, row in enumerate(rows) if position not in dropped]
+    new_report = LoadReport(list(report.sources), report.total, len(kept), list(report.invalid), [],
+                            report.strict_hint)
+    return PreferenceData(kept, new_report)
+
+
 def finish(rows: list[dict], report: LoadReport, loader: str) -> PreferenceData:
-    """Wrap kept rows with their report and warn (once) when rows were skipped."""
+    """Wrap kept rows with their report; warn (once) when rows were skipped or duplicated.
+
+    Duplicate rows are kept (a dataset may repeat a pair on purpose) but counted in
+    ``report.duplicates`` and announced; :func:`drop_duplicates` removes them.
+    """
     report.kept = len(rows)
-    if report.invalid:
+    report.duplicates = duplicate_positions(rows)
+    if report.invalid or report.duplicates:
         warnings.warn(
-            f"{loader}: {report.summary()}. Pass strict=True to raise on the first invalid row; "
-            "the counts are in .report.",
+            f"{loader}: {report.summary()}. Pass strict=True to raise on the first invalid row, "
+            "drop_duplicates(rows) to drop repeats; the counts are in .report.",
             stacklevel=3,
         )
     return PreferenceData(rows, report)

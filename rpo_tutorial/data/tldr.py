@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rpo_tutorial.data.errors import check_field_length
 from rpo_tutorial.data.files import read_records
 from rpo_tutorial.data.report import InvalidRow, LoadReport, PreferenceData, RowError, finish
 
@@ -37,6 +38,7 @@ def _text(container: dict, key: str, where: str) -> str:
         raise RowError("missing field", f"field {where}.{key!r}")
     if not isinstance(value, str):
         raise RowError("not a string", f"field {where}.{key!r} is {type(value).__name__}")
+    check_field_length(value, f"{where}.{key}")
     return value.strip()
 
 

@@ -113,17 +113,19 @@ def _reward_fn(spec: str, margin: float | None) -> tuple:
 
 
 def _judge_command(args: argparse.Namespace) -> int:
+    from rpo_tutorial.data.errors import DataError
+    from rpo_tutorial.evaluation.judge_inputs import load_judge_rows
     from rpo_tutorial.evaluation.judges import OpenAIJudge, RewardJudge
     from rpo_tutorial.evaluation.winrate import markdown_table, win_rate_table
 
     prompts, candidates, baselines, unmatched = pair_by_prompt(
-        read_jsonl(args.candidates)[:args.limit], read_jsonl(args.baselines), args.candidate_field, args.baseline_field)
+        load_judge_rows(args.candidates, args.candidate_field, args.limit),
+        load_judge_rows(args.baselines, args.baseline_field), args.candidate_field, args.baseline_field)
     if unmatched:
         print(f"warning: {unmatched} candidate rows have no baseline with the same prompt and are skipped",
               file=sys.stderr)
     if not prompts:
-        print("error: no candidate prompt matches a baseline prompt", file=sys.stderr)
-        return 2
+        raise DataError(f"no prompt of {args.candidates} matches a prompt of {args.baselines}")
     if args.judge == "reward":
         score_fn, margin = _reward_fn(args.reward_fn, args.margin)
         judge = RewardJudge(score_fn, margin=margin)

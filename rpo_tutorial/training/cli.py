@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import os
 import re
 import types
 import typing
@@ -80,16 +81,23 @@ def config_from_args(args: argparse.Namespace, **forced) -> RPOConfig:
 def _run(args: argparse.Namespace, stage: str) -> int:
     from rpo_tutorial.training.run import run_sft, run_training
 
+    from rpo_tutorial.data.errors import UsageError
+    from rpo_tutorial.training.memory_hint import memory_line
+
     try:
         config = config_from_args(args, **({"loss": "sft"} if stage == "sft" else {}))
     except ValueError as error:
-        raise SystemExit(f"rpo-tutorial {stage}: invalid configuration: {error}") from None
+        raise UsageError(f"invalid configuration: {error}") from None
     resume = args.resume_from_checkpoint
     resume = True if resume == "last" else resume
+    if os.environ.get("RANK", "0") == "0":  # torchrun / accelerate set RANK; the process group is not up yet
+        print(memory_line(config), flush=True)
     runner = run_sft if stage == "sft" else run_training
-    result = runner(config, resume_from_checkpoint=resume)
+    result = runner(config, resume_from_checkpoint=resume, overwrite=args.overwrite)
     if result.trainer.is_world_process_zero():
         print(result.tokenization.summary())
+        if result.sides is not None:
+            print(result.sides.summary())
         print(f"{stage}: {result.global_step} steps, mean loss {result.train_loss:.4f}; model in "
               f"{result.output_dir}, metrics in {result.metrics_path}")
     return 0
@@ -101,7 +109,10 @@ def _add_command(subparsers, name: str, help_text: str, exclude: tuple[str, ...]
                         help="starting configuration: smoke (seconds, tiny model), demo (bundled 135M model, CPU), "
                              "colab (one GPU), paper (Mistral-7B, 8 GPUs)")
     parser.add_argument("--resume-from-checkpoint", default=None, metavar="PATH|last",
-                        help="continue from a checkpoint folder, or 'last' for the latest one in --output-dir")
+                        help="continue from a checkpoint folder, or 'last' for the latest one in --output-dir "
+                             "(only with the configuration saved there)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="clear --output-dir first when it holds another run (otherwise such a folder is refused)")
     add_config_arguments(parser, exclude=exclude)
     parser.set_defaults(handler=lambda args: _run(args, name))
 

@@ -11,6 +11,11 @@ weighting or the sampler needs them) -> unpaired split (``paired=False``) -> tok
 log-probs (``reference="precomputed"``) -> :class:`RPOTrainer` -> train -> save model, tokenizer,
 ``rpo_config.json`` and ``metrics.jsonl`` in ``output_dir``.
 
+Before any of that, ``output_dir`` is checked: a folder holding another run is refused unless
+``overwrite=True`` (then cleared) or the run resumes with the same configuration
+(:mod:`rpo_tutorial.training.output_dir`). After tokenization, unpaired data is checked for both
+sides (:mod:`rpo_tutorial.training.dataset_checks`).
+
 On several processes (``accelerate launch`` / ``torchrun``) every process runs the same pipeline;
 the main process embeds first and the others read the embedding cache.
 """
@@ -33,9 +38,10 @@ from rpo_tutorial.data.tokenization import TokenizationReport, tokenize_dataset
 from rpo_tutorial.models.loading import BUNDLED_POLICY, load_policy, load_tokenizer, tiny_model
 from rpo_tutorial.models.logprobs import precompute_reference_logps
 from rpo_tutorial.training.config import TINY_MODEL_PREFIX, RPOConfig
+from rpo_tutorial.training.dataset_checks import SideCheck, check_sides
+from rpo_tutorial.training.output_dir import CONFIG_FILE, apply_plan, plan_output_dir
+from rpo_tutorial.training.run_loss import RunLossCallback
 from rpo_tutorial.training.trainer import RPOTrainer
-
-CONFIG_FILE = "rpo_config.json"
 
 
 @dataclass
@@ -45,9 +51,10 @@ class RunResult:
     output_dir: Path  # final model + tokenizer + rpo_config.json + metrics.jsonl
     metrics_path: Path  # output_dir / metrics.jsonl
     global_step: int  # optimizer steps taken
-    train_loss: float  # mean training loss of the run
+    train_loss: float  # mean training loss over every step of the run (resumed runs included)
     tokenization: TokenizationReport  # rows kept / truncated / skipped
     trainer: RPOTrainer  # for inspection in notebooks (trainer.model is the trained policy)
+    sides: SideCheck | None = None  # unpaired data: desirable / undesirable counts, one-sided micro-batches
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -71,14 +78,12 @@ def load_rows(config: RPOConfig) -> list[dict]:
 
 def _load_file(path: Path) -> list[dict]:
     """A local file of {prompt, chosen, rejected} / {prompt, completion, label} rows, or of HH transcripts."""
-    from rpo_tutorial.data.preferences import load_hh, load_preferences
+    from rpo_tutorial.data.preferences import HHSchemaError
 
     try:
         return load_preferences(path)
-    except ValueError as error:
-        if "cannot tell the format" not in str(error):
-            raise
-        return load_hh(path=path)  # {chosen, rejected} full transcripts, the hub's HH schema
+    except HHSchemaError:  # {chosen, rejected} full transcripts and no prompt: the hub's HH schema
+        return load_hh(path=path)
 
 
 def prepare_rows(rows: Sequence[dict], config: RPOConfig) -> list[dict]:
@@ -185,6 +190,7 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
     if loaded_here:
         tokenizer, policy = load_models(config)
     examples, report = tokenize_rows(rows, tokenizer, config)
+    sides = check_sides(examples, config, args.per_device_train_batch_size)
     collator_class = SFTCollator if config.loss == "sft" else PreferenceCollator
     collator = collator_class(tokenizer.pad_token_id)
     reference = None
@@ -199,25 +205,42 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
             policy.enable_input_require_grads()
     trainer = RPOTrainer(model=policy, config=config, reference_model=reference, args=args,
                          train_dataset=examples, data_collator=collator, processing_class=tokenizer)
+    trainer.side_check = sides
     return trainer, report
 
 
 def run_training(config: RPOConfig, rows: Sequence[dict] | None = None,
-                 resume_from_checkpoint: str | bool | None = None, **build_options) -> RunResult:
+                 resume_from_checkpoint: str | bool | None = None, overwrite: bool = False,
+                 **build_options) -> RunResult:
     """Build, train, save. ``resume_from_checkpoint``: a checkpoint folder, or True for the latest one.
 
-    With ``reference="lora"`` the saved model is the adapter (peft format), except after SFT,
-    whose adapters are merged so that its folder can serve as the next run's model.
+    ``overwrite``: clear an ``output_dir`` that holds another run (otherwise such a folder is
+    refused with a :class:`~rpo_tutorial.data.errors.UsageError`, before any work). With
+    ``reference="lora"`` the saved model is the adapter (peft format), except after SFT, whose
+    adapters are merged so that its folder can serve as the next run's model.
     """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    plan = plan_output_dir(config.output_dir, config.to_dict(), resume_from_checkpoint, overwrite)
     trainer, report = build_trainer(config, rows, **build_options)
+    if trainer.is_world_process_zero():
+        apply_plan(config.output_dir, plan, config.to_dict())
+    trainer.accelerator.wait_for_everyone()
+    resumed_from = resume_from_checkpoint
+    if resume_from_checkpoint is True:
+        resumed_from = get_last_checkpoint(config.output_dir)
+    loss_callback = RunLossCallback(trainer, resumed_from or None)
+    trainer.callback_handler.callbacks.insert(0, loss_callback)  # before metrics.jsonl records the summary
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    train_loss = loss_callback.mean_loss if loss_callback.mean_loss is not None else output.training_loss
     output_dir = Path(config.output_dir)
     if config.loss == "sft" and config.reference == "lora":  # an SFT model becomes the next reference: merge
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         (output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    return RunResult(output_dir, output_dir / METRICS_FILE, output.global_step, output.training_loss, report, trainer)
+    return RunResult(output_dir, output_dir / METRICS_FILE, output.global_step, train_loss, report, trainer,
+                     trainer.side_check)
 
 
 def run_sft(config: RPOConfig, rows: Sequence[dict] | None = None, **options) -> RunResult:

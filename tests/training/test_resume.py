@@ -48,3 +48,9 @@ def test_resumed_run_repeats_the_losses_of_the_uninterrupted_run(tmp_path):
     for step in (4, 5, 6):
         assert after[step] == pytest.approx(uninterrupted[step], rel=1e-5, abs=1e-6), step
     assert len({round(uninterrupted[s], 6) for s in (4, 5, 6)}) > 1  # the losses actually move
+    # the summary is the mean over all six steps, not over the three resumed ones (issue 13, item 9)
+    true_mean = sum(uninterrupted.values()) / 6
+    assert resumed.train_loss == pytest.approx(true_mean, rel=1e-5)
+    assert abs(true_mean - sum(uninterrupted[s] for s in (4, 5, 6)) / 3) > 1e-4  # the two means differ here
+    summary = [row for row in read_metrics(tmp_path / "run") if "train_loss" in row]
+    assert summary[-1]["train_loss"] == pytest.approx(true_mean, rel=1e-5)
