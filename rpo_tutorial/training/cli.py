@@ -20,6 +20,7 @@ import types
 import typing
 
 from rpo_tutorial.training.config import FIELD_CHOICES, PRESETS, RPOConfig, get_preset
+from rpo_tutorial.training.official import CONVENTION_NAMES, apply_convention
 
 _NONE_WORDS = ("none", "null")
 
@@ -75,7 +76,10 @@ def config_from_args(args: argparse.Namespace, **forced) -> RPOConfig:
     names = {field.name for field in dataclasses.fields(RPOConfig)}
     overrides = {name: value for name, value in vars(args).items() if name in names}
     overrides.update(forced)
-    return get_preset(args.preset, **overrides)
+    convention = getattr(args, "convention", "paper")
+    if convention == "paper":
+        return get_preset(args.preset, **overrides)
+    return apply_convention(get_preset(args.preset), convention, **overrides)
 
 
 def _run(args: argparse.Namespace, stage: str) -> int:
@@ -108,6 +112,9 @@ def _add_command(subparsers, name: str, help_text: str, exclude: tuple[str, ...]
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS),
                         help="starting configuration: smoke (seconds, tiny model), demo (bundled 135M model, CPU), "
                              "colab (one GPU), paper (Mistral-7B, 8 GPUs)")
+    parser.add_argument("--convention", default="paper", choices=CONVENTION_NAMES,
+                        help="official: the official code's behaviour (diagonal weights on the loss term, "
+                             "uniform weights of 1, alpha 0.8, per-device contrasts, full-prompt embeddings)")
     parser.add_argument("--resume-from-checkpoint", default=None, metavar="PATH|last",
                         help="continue from a checkpoint folder, or 'last' for the latest one in --output-dir "
                              "(only with the configuration saved there)")
