@@ -1,8 +1,8 @@
 """Summed response log-probabilities log pi(y | x): the quantity every preference loss consumes.
 
 ``sequence_logps`` turns logits into one float32 number per sequence; ``batch_sequence_logps`` runs
-a causal LM on a collated batch, applying its head to the response rows only (``head.py``); ``precompute_reference_logps`` fills in the frozen reference
-model's log-probs once per dataset (the trainer's "precomputed reference" mode, which frees the
+a causal LM on a collated batch, applying its head to the response rows only (``head.py``);
+``precompute_reference_logps`` fills in the frozen reference model's log-probs once per dataset (the trainer's "precomputed reference" mode, which frees the
 reference model's memory during training).
 """
 from __future__ import annotations

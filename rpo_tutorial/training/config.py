@@ -282,10 +282,11 @@ PRESETS: dict[str, dict] = {
         warmup_steps=3, logging_steps=2, save_steps=0, reference="model", output_dir="outputs/demo",
     ),
     # SmolLM2-360M-Instruct on a subset of Anthropic HH, one Colab GPU (T4: no bf16; add --bf16 on
-    # an L4 / A100). Add --reference lora (pip install peft) to train adapters only.
+    # an L4 / A100), one 16 x 16 contrast matrix per step over both micro-batches (accumulate_contrast).
+    # Add --reference lora (pip install peft) to train adapters only.
     "colab": dict(
         model="HuggingFaceTB/SmolLM2-360M-Instruct", dataset="hh:harmless-base,helpful-base",
-        max_train_rows=4000, per_device_train_batch_size=8, gradient_accumulation_steps=2,
+        max_train_rows=4000, per_device_train_batch_size=8, gradient_accumulation_steps=2, accumulate_contrast=True,
         learning_rate=1e-6, optimizer="adamw_torch", warmup_steps=20, gradient_checkpointing=True,
         logging_steps=5, save_steps=100, save_total_limit=2, output_dir="outputs/colab",
     ),

@@ -202,4 +202,5 @@ def test_rpo_with_accumulation_warns_that_the_matrix_is_per_micro_batch(tmp_path
                        optimizer="adamw_torch")
     model = tiny_model(VOCAB, hidden_size=16, num_layers=1, seed=0)
     with pytest.warns(UserWarning, match="accumulate_contrast=True"):
-        RPOTrainer(model=model, config=config, reference_model=copy.deepcopy(model), data_collator=PreferenceCollator(0))
+        RPOTrainer(model=model, config=config, reference_model=copy.deepcopy(model),
+                   data_collator=PreferenceCollator(0))

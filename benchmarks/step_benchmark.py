@@ -1,0 +1,293 @@
+"""Training-step time and memory: TRL's DPOTrainer, this project's DPO and RPO before / after the
+response-rows-only log-probs, and the accumulated-contrast step (issue 10).
+
+    .venv/bin/python benchmarks/step_benchmark.py                                   # tiny model, batch 8
+    .venv/bin/python benchmarks/step_benchmark.py --models smollm2 tiny --batch-sizes 8 32 --json out.json
+
+Setting: the same policy and frozen reference model objects serve every variant (TRL patches their
+``forward`` with its fused head, which leaves a call without ``fused_lm_head=True`` unchanged), the
+same AdamW optimizer, the same demo pairs tokenised ONCE by this project and handed to TRL as
+``prompt_ids`` / ``chosen_ids`` / ``rejected_ids`` (``DataCollatorForPreference``), so both compute
+the same DPO loss (the difference is printed). A step is ``compute_loss`` + backward + AdamW step;
+the reference model runs live in every variant (as in TRL's default).
+
+Variants: ``trl_dpo`` (TRL ``DPOTrainer``, sigmoid loss, beta 0.1); ``dpo_before`` / ``rpo_before``
+(this project with the previous log-probs: full (B, T, V) logits, one row at a time);
+``dpo`` / ``rpo`` (the LM head on response rows only, ``models.head``); ``rpo_accum`` (the batch as
+2 micro-batches, each its own contrast matrix) and ``rpo_accum_contrast`` (the same 2 micro-batches
+with ``accumulate_contrast=True``: one matrix over both, exact gradient, one extra forward).
+
+Memory: each variant runs its first (warm-up) step alone under ``step_overhead.PeakMemory`` (CPU:
+the kernel's resident high-water mark VmHWM above the resident memory before the step; GPU: the
+allocator's peak). Models and optimizer state exist before, so this is the step's own working
+memory (activations, logits, gradients). Time: ``--steps`` steps per variant interleaved (step k
+of every variant, in rotating order, before step k + 1 of any); the median is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_overhead import MODELS, PeakMemory, _device_name  # noqa: E402  (a sibling script)
+
+from rpo_tutorial.data.collate import PreferenceCollator  # noqa: E402
+from rpo_tutorial.data.demo import load_demo  # noqa: E402
+from rpo_tutorial.data.embeddings import PromptEmbedder, add_prompt_embeddings  # noqa: E402
+from rpo_tutorial.training.config import get_preset  # noqa: E402
+from rpo_tutorial.training.run import load_models, tokenize_rows  # noqa: E402
+from rpo_tutorial.training.trainer import RPOTrainer  # noqa: E402
+
+ALL_VARIANTS = ("trl_dpo", "dpo_before", "rpo_before", "dpo", "rpo", "rpo_accum", "rpo_accum_contrast")
+GOALS = (  # (label, numerator, denominator, measure, goal at batch 8, goal at batch 32)
+    ("time dpo / trl_dpo", "dpo", "trl_dpo", "median_s", 0.7, 0.5),
+    ("memory dpo / trl_dpo", "dpo", "trl_dpo", "peak_bytes", 0.7, 0.7),
+    ("time rpo / dpo", "rpo", "dpo", "median_s", 1.03, 1.03),
+    ("memory rpo / dpo", "rpo", "dpo", "peak_bytes", 1.02, 1.02),
+    ("time rpo_accum_contrast / rpo_accum", "rpo_accum_contrast", "rpo_accum", "median_s", 1.5, 1.5),
+    ("time dpo / dpo_before", "dpo", "dpo_before", "median_s", None, None),
+    ("memory dpo / dpo_before", "dpo", "dpo_before", "peak_bytes", None, None),
+    ("time rpo / rpo_before", "rpo", "rpo_before", "median_s", None, None),
+)
+
+
+def legacy_sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The log-probs before issue 10: full (B, T, V) logits, float32 log-softmax one row at a time."""
+    mask = labels[:, 1:] != -100
+    targets = labels[:, 1:].masked_fill(~mask, 0)
+    totals = []
+    for row in range(logits.shape[0]):
+        row_logits = logits[row, :-1].float()  # (T-1, V)
+        picked = row_logits.gather(-1, targets[row].unsqueeze(-1)).squeeze(-1)
+        totals.append(((picked - torch.logsumexp(row_logits, dim=-1)) * mask[row]).sum())
+    return torch.stack(totals)
+
+
+class LegacyTrainer(RPOTrainer):
+    """RPOTrainer with the previous ``_forward_logps`` (every position's logits)."""
+
+    @staticmethod
+    def _forward_logps(model, inputs):
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        return legacy_sequence_logps(outputs.logits, inputs["labels"])
+
+
+def make_data(model_name: str, batch_sizes: list[int], device: torch.device):
+    """Tokenised demo pairs with prompt embeddings, and per batch size one batch for us and one for TRL."""
+    config = get_preset("demo", model=MODELS[model_name], loss="rpo", progress=False)
+    tokenizer, policy = load_models(config)
+    rows = add_prompt_embeddings(load_demo("train")[:max(batch_sizes)], PromptEmbedder(), show_progress=False)
+    examples, _ = tokenize_rows(rows, tokenizer, config)
+    if len(examples) < max(batch_sizes):
+        raise ValueError(f"only {len(examples)} demo pairs for batch size {max(batch_sizes)}")
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    ours, theirs = PreferenceCollator(tokenizer.pad_token_id), DataCollatorForPreference(tokenizer.pad_token_id)
+    batches = {}
+    for size in batch_sizes:
+        chunk = examples[:size]
+        trl_rows = []
+        for example in chunk:  # the prompt is the -100 prefix of the labels; the rest is the response
+            prompt = sum(label == -100 for label in example["chosen_labels"])
+            trl_rows.append({"prompt_ids": example["chosen_input_ids"][:prompt],
+                             "chosen_ids": example["chosen_input_ids"][prompt:],
+                             "rejected_ids": example["rejected_input_ids"][prompt:]})
+            assert example["rejected_input_ids"][:prompt] == trl_rows[-1]["prompt_ids"]
+        batches[size] = ({k: v.to(device) for k, v in ours(chunk).items()},
+                         {k: v.to(device) for k, v in theirs(trl_rows).items()})
+    return tokenizer, policy.to(device).train(), rows, batches
+
+
+def build_steps(names, policy, reference, tokenizer, rows, output_dir: str, optimizer) -> tuple[dict, dict]:
+    """A step closure and a no-grad loss function per variant, all on the shared policy and reference."""
+    steps, losses = {}, {}
+
+    def finish():
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for name in names:
+        if name == "trl_dpo":
+            from datasets import Dataset
+            from trl import DPOConfig, DPOTrainer
+
+            trl_args = DPOConfig(output_dir=output_dir, beta=0.1, loss_type=["sigmoid"], report_to="none",
+                                 use_cpu=policy.device.type == "cpu", save_strategy="no", max_length=None)
+            dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows[:4]])
+            trainer = DPOTrainer(model=policy, ref_model=reference, args=trl_args, train_dataset=dataset,
+                                 processing_class=tokenizer)
+
+            def step(batches, trainer=trainer):
+                trainer.compute_loss(policy, batches[1]).backward()
+                finish()
+            losses[name] = lambda batches, trainer=trainer: trainer.compute_loss(policy, batches[1])
+        else:
+            loss = "dpo" if name.startswith("dpo") else "rpo"
+            accumulation = 2 if "accum" in name else 1
+            config = get_preset("demo", loss=loss, weighting="embedding", tau=0.5, beta=0.1, reference="model",
+                                output_dir=output_dir, progress=False, gradient_accumulation_steps=accumulation,
+                                accumulate_contrast=name == "rpo_accum_contrast")
+            trainer_class = LegacyTrainer if name.endswith("_before") else RPOTrainer
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trainer = trainer_class(model=policy, config=config, reference_model=reference,
+                                        args=config.to_training_arguments(save_strategy="no", report_to="none"),
+                                        processing_class=tokenizer)
+            trainer.model_wrapped = policy
+
+            def step(batches, trainer=trainer, accumulation=accumulation, name=name):
+                micro = split(batches[0], accumulation)
+                if name == "rpo_accum_contrast":
+                    trainer._step_plan = trainer._plan_step(micro)
+                for part in micro:
+                    value = trainer.compute_loss(policy, part)
+                    (value if trainer.loss_is_scaled_for_ga else value / accumulation).backward()
+                finish()
+            losses[name] = lambda batches, trainer=trainer: trainer.compute_loss(policy, batches[0])
+        steps[name] = step
+    return steps, losses
+
+
+def split(batch: dict, parts: int) -> list[dict]:
+    """A paired stacked batch (M chosen rows, then M rejected) as ``parts`` paired micro-batches."""
+    if parts == 1:
+        return [batch]
+    m = int(batch["num_chosen"])
+    size = m // parts
+    out = []
+    for k in range(parts):
+        rows = torch.cat([torch.arange(k * size, (k + 1) * size), m + torch.arange(k * size, (k + 1) * size)])
+        part = {key: (value[rows.to(value.device)] if torch.is_tensor(value) and value.dim() and value.shape[0] == 2 * m
+                      else value) for key, value in batch.items()}
+        for key in ("chosen_prompt_embeddings", "rejected_prompt_embeddings"):
+            part[key] = batch[key][k * size:(k + 1) * size]
+        part["num_chosen"] = torch.tensor(size)
+        out.append(part)
+    return out
+
+
+def run_size(names, steps, batches, count: int, args, device) -> dict:
+    """Memory phase (one step per variant alone), then interleaved timed steps."""
+    peaks, times = {}, {name: [] for name in names}
+    if args.prime:  # one unmeasured step first: AdamW state and lazy inits belong to no variant
+        steps[names[-1]](batches)
+        args.prime = False
+    for name in names:
+        memory = PeakMemory(device)
+        memory.start()
+        steps[name](batches)
+        peaks[name] = memory.stop()
+    for index in range(count):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            began = time.perf_counter()
+            steps[name](batches)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - began)
+        print(f"    step {index + 1}/{count}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names), flush=True)
+    return {name: {"median_s": statistics.median(times[name]), "times_s": times[name], "peak_bytes": peaks[name]}
+            for name in names}
+
+
+def benchmark(args, model_name: str) -> dict:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    args.prime = not args.no_prime
+    tokenizer, policy, rows, batches = make_data(model_name, args.batch_sizes, device)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=args.learning_rate)
+    results = {"model": model_name, "device_name": _device_name(device), "torch_threads": torch.get_num_threads(),
+               "steps": args.steps, "sizes": {}}
+    with tempfile.TemporaryDirectory() as output_dir:
+        steps, losses = build_steps(args.variants, policy, reference, tokenizer, rows, output_dir, optimizer)
+        for size in args.batch_sizes:
+            names = [n for n in args.variants if size <= args.max_batch_for_all or n in args.large_batch_variants]
+            with torch.no_grad():  # the same starting weights for every variant: losses must agree
+                start_losses = {name: float(losses[name](batches[size])) for name in names}
+            tokens = int(batches[size][0]["attention_mask"].sum(1).max())
+            print(f"  batch {size} pairs ({2 * size} rows x up to {tokens} tokens): "
+                  + ", ".join(f"{n} loss {v:.7f}" for n, v in start_losses.items()), flush=True)
+            count = args.steps if size <= args.max_batch_for_all else args.large_batch_steps
+            variants = run_size(names, steps, batches[size], count, args, device)
+            for name in names:
+                variants[name]["start_loss"] = start_losses[name]
+            results["sizes"][str(size)] = {"variants": variants, "max_tokens": tokens,
+                                           "ratios": ratios(variants, size)}
+    return results
+
+
+def ratios(variants: dict, size: int) -> dict:
+    out = {}
+    for label, top, bottom, measure, goal8, goal32 in GOALS:
+        if top in variants and bottom in variants:
+            goal = goal8 if size <= 8 else goal32
+            value = variants[top][measure] / max(variants[bottom][measure], 1e-12)
+            out[label] = {"ratio": value, "goal": goal, "met": None if goal is None else value <= goal}
+    if "trl_dpo" in variants and "dpo" in variants:
+        out["|loss dpo - loss trl_dpo|"] = {"ratio": abs(variants["dpo"]["start_loss"] -
+                                                         variants["trl_dpo"]["start_loss"]), "goal": None, "met": None}
+    return out
+
+
+def table(result: dict) -> str:
+    lines = [f"model {result['model']} on {result['device_name']}, {result['torch_threads']} torch thread(s), "
+             "median of the interleaved timed steps; memory: the step's peak above its start", ""]
+    for size, block in result["sizes"].items():
+        lines += [f"batch {size} pairs (up to {block['max_tokens']} tokens per row)", "",
+                  "| variant | median step (s) | peak step memory (MiB) | loss at start |", "|---|---|---|---|"]
+        for name, values in block["variants"].items():
+            lines.append(f"| {name} | {values['median_s']:.3f} | {values['peak_bytes'] / 2**20:.0f} | "
+                         f"{values['start_loss']:.7f} |")
+        lines += ["", "| comparison | value | goal |", "|---|---|---|"]
+        for label, entry in block["ratios"].items():
+            goal = "-" if entry["goal"] is None else f"<= {entry['goal']} ({'met' if entry['met'] else 'NOT met'})"
+            lines.append(f"| {label} | {entry['ratio']:.3g} | {goal} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8], help="preference pairs per step")
+    parser.add_argument("--variants", nargs="+", choices=ALL_VARIANTS, default=list(ALL_VARIANTS))
+    parser.add_argument("--max-batch-for-all", type=int, default=8,
+                        help="larger batch sizes run only --large-batch-variants (time)")
+    parser.add_argument("--large-batch-variants", nargs="+", default=["trl_dpo", "dpo_before", "dpo", "rpo"])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up step)")
+    parser.add_argument("--large-batch-steps", type=int, default=2, help="timed steps at the larger batch sizes")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--learning-rate", type=float, default=1e-7)
+    parser.add_argument("--no-prime", action="store_true", help="skip the unmeasured first step")
+    parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    parser.add_argument("--json", default=None, help="also write the results there")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or min(args.batch_sizes) < 2 or any(size % 2 for size in args.batch_sizes):
+        parser.error("--steps must be >= 1 and batch sizes even (the accumulated variants split them in two)")
+    warnings.filterwarnings("ignore", message=".*tokenizer has new PAD/BOS/EOS.*")
+    result = {}
+    for model_name in args.models:
+        print(f"{model_name}:", flush=True)
+        result[model_name] = benchmark(args, model_name)
+        print("\n" + table(result[model_name]), flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
