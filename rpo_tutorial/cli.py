@@ -52,7 +52,9 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in text:
         text = f"{text}: {error.filename}"
     expected = (ValueError, OSError, UsageError, ImportError)
-    return text if isinstance(error, expected) else f"{type(error).__name__}: {text} (rerun with --debug for the traceback)"
+    if isinstance(error, expected):
+        return text
+    return f"{type(error).__name__}: {text} (rerun with --debug for the traceback)"
 
 
 def exit_status(error: BaseException) -> int:

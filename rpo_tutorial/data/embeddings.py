@@ -3,7 +3,9 @@
 The official code runs the sentence encoder inside every training step. Here the embeddings
 are computed once, batched with a progress bar, stored in each row under ``"prompt_embedding"``
 and cached on disk keyed by (embedder, text), so a rerun on the same texts does no model work
-(and does not even load the model). Training reads the stored vectors only.
+(and does not even load the model). Training reads the stored vectors only. A local embedder
+(a folder, the bundled one included) is identified by its name AND a fingerprint of its files,
+so retraining it in place gives new vectors instead of the old cached ones.
 
     embedder = PromptEmbedder()                      # bundled all-MiniLM-L6-v2, offline
     rows = add_prompt_embeddings(load_hh(path=...), embedder)
@@ -74,6 +76,21 @@ def prompt_text(prompt: str | Sequence[dict], mode: str = "last_user_turn") -> s
     return turns + _ASSISTANT
 
 
+def files_fingerprint(path: str | Path) -> str:
+    """A short hash of a model folder's files: content of files under 1 MB, size and mtime of larger ones.
+
+    Changes when the weights are rewritten (retrained in place), without reading gigabytes.
+    """
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root) if file != root else file.name}|{stat.st_size}|".encode())
+        digest.update(file.read_bytes() if stat.st_size < 2 ** 20 else str(stat.st_mtime_ns).encode())
+    return digest.hexdigest()[:16]
+
+
 def _embedder_identity(model_name_or_path: str | None) -> tuple[str, str]:
     """(what to load, the cache identity). The hub MiniLM name and None share the bundled copy."""
     if model_name_or_path in _BUNDLED_NAMES:
@@ -110,7 +127,9 @@ class PromptEmbedder:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.load_path, self.identity = _embedder_identity(model_name_or_path)
         self.device, self.batch_size, self.use_cache = device, batch_size, use_cache
-        digest = hashlib.sha256(f"{self.identity}|normalized".encode()).hexdigest()[:10]
+        local = Path(self.load_path).exists()
+        self.fingerprint = files_fingerprint(self.load_path) if local and use_cache else ""  # "" for a hub name
+        digest = hashlib.sha256(f"{self.identity}|{self.fingerprint}|normalized".encode()).hexdigest()[:10]
         slug = re.sub(r"[^A-Za-z0-9]+", "-", self.identity).strip("-")[-60:]
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.cache = EmbeddingCache(root / "embeddings" / f"{slug}-{digest}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import zlib
 from contextlib import contextmanager
@@ -148,7 +149,8 @@ def read_records(path: str | Path, report: LoadReport, strict: bool = False) -> 
 
     Args:
         path: a ``.json``/``.jsonl`` (optionally ``.gz``), ``.csv`` or ``.parquet`` file.
-        report: receives the row count and the rows that are not JSON objects.
+        report: receives the row count, the rows that are not JSON objects, and the indexes of
+            records equal to an earlier one (``report.duplicates``).
         strict: raise on the first such row instead of skipping it.
 
     Raises:
@@ -167,8 +169,14 @@ def read_records(path: str | Path, report: LoadReport, strict: bool = False) -> 
         "csv": lambda: _csv(path, report),
         "parquet": lambda: _parquet(path, report),
     }
+    seen: set[bytes] = set()
     try:
-        yield from readers[kind]()
+        for index, record in readers[kind]():
+            key = hashlib.blake2b(json.dumps(record, sort_keys=True, default=str).encode(), digest_size=16).digest()
+            if key in seen:
+                report.duplicates.append(index)  # counted here; loaders recount on the rows they keep
+            seen.add(key)
+            yield index, record
     except UnicodeDecodeError as error:
         raise data_error(path, f"not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})") \
             from None

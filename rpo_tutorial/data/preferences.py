@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -167,7 +168,19 @@ def load_preferences(
             rows.append(validate_row(record, kind))
         except RowError as error:
             report.reject(InvalidRow(source, index, error.reason, error.detail), strict)
-    return finish(rows, report, "load_preferences")
+    result = finish(rows, report, "load_preferences")
+    if kind == "unpaired":
+        _warn_one_sided(result, source)
+    return result
+
+
+def _warn_one_sided(rows: list[dict], source: str) -> None:
+    """Unpaired rows with one label only: say so now (contrastive losses refuse them before training)."""
+    desirable = sum(bool(row["label"]) for row in rows)
+    if desirable in (0, len(rows)):
+        missing = "undesirable (label false)" if desirable else "desirable (label true)"
+        warnings.warn(f"{source}: all {len(rows)} unpaired rows have label {bool(desirable)}: no {missing} row; "
+                      "RPO and other contrastive losses need both", stacklevel=3)
 
 
 def _unpaired(row: dict, completion_key: str, label: bool) -> dict:

@@ -144,9 +144,12 @@ def finish(rows: list[dict], report: LoadReport, loader: str) -> PreferenceData:
     """Wrap kept rows with their report; warn (once) when rows were skipped or duplicated.
 
     Duplicate rows are kept (a dataset may repeat a pair on purpose) but counted in
-    ``report.duplicates`` and announced; :func:`drop_duplicates` removes them.
+    ``report.duplicates`` and announced; :func:`drop_duplicates` removes them. When rows were read
+    but none is valid, a :class:`DataError` with the counts is raised instead of returning nothing.
     """
     report.kept = len(rows)
+    if report.total and not rows:
+        raise DataError(f"{loader}: no valid row: {report.summary()}")
     report.duplicates = duplicate_positions(rows)
     if report.invalid or report.duplicates:
         warnings.warn(

@@ -7,8 +7,16 @@ rerun with the same inputs and the answer is read back instead of bought again. 
 are stored, never errors, so a request that failed is simply tried again on the next run.
 
 A line cut short by a crash (the last line of the file) is skipped with a warning, and the next
-append starts on a fresh line. One writer per cache file at a time (threads of one process are
-fine: appends hold a lock).
+append starts on a fresh line.
+
+Several processes may share one cache file (two judge runs started on the same outputs) and
+never pay twice for a request: before asking, a process claims the request key by creating
+``<cache>.claims/<key>`` (atomic ``O_EXCL``); another process that wants the same key waits
+until the answer appears in the file (it re-reads the lines appended since its last look), or
+takes over when the claim is released without an answer or its owner has died. Appends hold
+an ``flock`` on ``<cache>.lock``. Reading keeps one entry per key and counts repeats
+(``duplicate_lines``), so a file written by older versions, which could hold a request twice,
+still reads correctly.
 """
 from __future__ import annotations
 
@@ -16,9 +24,16 @@ import hashlib
 import json
 import os
 import threading
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: claims still work, appends are not locked across processes
+    fcntl = None
 
 
 def request_key(judge_model: str, template: str, prompt: str, response_a: str, response_b: str, order: str) -> str:
@@ -32,30 +47,67 @@ class JudgeCache:
 
     Attributes:
         skipped_lines: lines of the file that could not be read (a crash's partial last line).
+        duplicate_lines: lines whose key an earlier line already had (the first answer is kept).
     """
+
+    poll_seconds = 0.1  # how often a process waiting for another's answer re-reads the file
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
         self.skipped_lines = 0
+        self.duplicate_lines = 0
         self._entries: dict[str, dict] = {}
         self._lock = threading.Lock()
-        self._needs_newline = False
-        if self.path is not None and self.path.exists():
-            self._load()
+        self._offset = 0  # bytes of the file read so far
+        self._line_number = 0
+        self.refresh()
 
-    def _load(self) -> None:
-        text = self.path.read_text(encoding="utf-8")
-        self._needs_newline = bool(text) and not text.endswith("\n")
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+    def refresh(self) -> None:
+        """Read the lines appended since the last look (by this or another process).
+
+        Appends hold an exclusive lock and this read a shared one, so bytes after the last
+        newline are never a write in progress: they are a crash's partial line, read (and, being
+        unreadable, skipped with a warning) like any other line.
+        """
+        if self.path is None or not self.path.exists():
+            return
+        with self._lock, self._file_lock(shared=True), self.path.open("rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+            self._offset += len(data)
+            for raw in data.splitlines():
+                self._line_number += 1
+                self._read_line(raw)
+
+    @contextmanager
+    def _file_lock(self, shared: bool = False) -> Iterator[None]:
+        """An flock on ``<cache>.lock`` (shared for reading, exclusive for appending)."""
+        if self.path is None or fcntl is None:
+            yield
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             try:
-                entry = json.loads(line)
-                self._entries[entry["key"]] = entry
-            except (json.JSONDecodeError, KeyError, TypeError):
-                self.skipped_lines += 1
-                warnings.warn(f"{self.path}: skipping unreadable cache line {line_number} "
-                              "(an interrupted write?); its request will be made again", stacklevel=3)
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _read_line(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+            key = entry["key"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            self.skipped_lines += 1
+            warnings.warn(f"{self.path}: skipping unreadable cache line {self._line_number} "
+                          "(an interrupted write?); its request will be made again", stacklevel=4)
+            return
+        if key in self._entries:
+            self.duplicate_lines += 1
+            return
+        self._entries[key] = entry
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -71,15 +123,78 @@ class JudgeCache:
         """Store ``entry`` (it must hold ``"key"``): one line, flushed and fsynced before returning."""
         if not isinstance(entry.get("key"), str):
             raise ValueError(f"a cache entry needs a string 'key', got {entry.get('key')!r:.40}")
-        line = json.dumps(dict(entry), ensure_ascii=False) + "\n"
-        with self._lock:
-            if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as handle:
-                    if self._needs_newline:
-                        handle.write("\n")
-                        self._needs_newline = False
+        line = (json.dumps(dict(entry), ensure_ascii=False) + "\n").encode("utf-8")
+        if self.path is not None:
+            with self._lock, self._file_lock():
+                with self.path.open("a+b") as handle:
+                    handle.seek(0, os.SEEK_END)
+                    if handle.tell() > 0:
+                        handle.seek(-1, os.SEEK_END)
+                        if handle.read(1) != b"\n":  # a crash's partial line: start a fresh one
+                            handle.write(b"\n")
                     handle.write(line)
                     handle.flush()
                     os.fsync(handle.fileno())
-            self._entries[entry["key"]] = dict(entry)
+        with self._lock:
+            self._entries.setdefault(entry["key"], dict(entry))
+
+    # ---- claims: one process asks each request ------------------------------------------------
+    def _claim_path(self, key: str) -> Path:
+        return self.path.with_name(self.path.name + ".claims") / key
+
+    def _claim_is_stale(self, claim: Path) -> bool:
+        """The claim's process is gone (killed) on this machine."""
+        try:
+            pid = int(claim.read_text().strip())
+        except (OSError, ValueError):
+            return False  # already released
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    @staticmethod
+    def _try_claim(claim: Path) -> bool:
+        """Create ``claim`` holding this pid, atomically (a hard link of a complete file): False if it exists."""
+        draft = claim.with_name(f".{claim.name}.{os.getpid()}.{threading.get_ident()}")
+        draft.write_text(str(os.getpid()))
+        try:
+            os.link(draft, claim)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            draft.unlink(missing_ok=True)
+
+    def acquire(self, key: str) -> bool:
+        """Claim ``key`` for this process; True: ask it now (then :meth:`release`), False: answered elsewhere.
+
+        Waits while another live process holds the claim, re-reading the file for its answer.
+        """
+        if self.path is None:
+            return key not in self._entries
+        claim = self._claim_path(key)
+        claim.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            self.refresh()
+            if key in self._entries:
+                return False
+            if not self._try_claim(claim):
+                if self._claim_is_stale(claim):
+                    claim.unlink(missing_ok=True)  # its owner was killed mid-request: take over
+                    continue
+                time.sleep(self.poll_seconds)
+                continue
+            self.refresh()  # answered between our last look and the claim?
+            if key in self._entries:
+                self.release(key)
+                return False
+            return True
+
+    def release(self, key: str) -> None:
+        """Give up the claim on ``key`` (after its answer was appended, or after it failed)."""
+        if self.path is not None:
+            self._claim_path(key).unlink(missing_ok=True)

@@ -20,7 +20,8 @@ what a paid, flaky API needs:
 - a thread pool of ``concurrency`` requests;
 - a resumable cache (:mod:`rpo_tutorial.evaluation.cache`): every answer is on disk the moment it
   arrives, and on a crash or Ctrl-C the requests already in flight are still awaited and stored
-  (a second Ctrl-C abandons them); a rerun asks only what is not cached.
+  (a second Ctrl-C abandons them); a rerun asks only what is not cached; two runs sharing one
+  cache file claim each request first, so neither pays for what the other asks.
 
 API key: read from ``$OPENAI_API_KEY`` (``api_key_env``) only, handed to the ``openai`` client and
 nothing else; it is never printed, logged or written, and error messages stored in records are
@@ -177,13 +178,19 @@ class OpenAIJudge:
         self._get_client()  # a missing key fails here, before anything is sent
 
         def work(request: dict) -> None:
-            answer, error = self._ask(request["content"])
-            if answer is None:
-                errors[request["key"]] = error
+            if not self.cache.acquire(request["key"]):  # another process sharing the cache answered it
                 return
-            self.cache.append({"key": request["key"], "judge_model": self.model, "task": self.task,
-                               "order": request["order"], "answer": answer,
-                               "verdict": parse_verdict(answer, self.answer_pattern)})  # on disk now: a crash after this loses nothing
+            try:
+                answer, error = self._ask(request["content"])
+                if answer is None:
+                    errors[request["key"]] = error
+                    return
+                # on disk now: a crash after this loses nothing
+                self.cache.append({"key": request["key"], "judge_model": self.model, "task": self.task,
+                                   "order": request["order"], "answer": answer,
+                                   "verdict": parse_verdict(answer, self.answer_pattern)})
+            finally:
+                self.cache.release(request["key"])
 
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge")
         pending = {pool.submit(work, request) for request in missing.values()}

@@ -76,7 +76,8 @@ def check_sides(examples: Sequence[dict], config: RPOConfig, batch_size: int | N
     batch_size = batch_size or config.per_device_train_batch_size
     batches_per_epoch = math.ceil(len(labels) / batch_size)
     if config.batch_sampling == "sequential":
-        batches = [list(range(start, min(start + batch_size, len(labels)))) for start in range(0, len(labels), batch_size)]
+        rows = len(labels)
+        batches = [list(range(start, min(start + batch_size, rows))) for start in range(0, rows, batch_size)]
         one_sided, exact = count_one_sided(labels, batches), True
     elif config.batch_sampling == "similarity":
         from rpo_tutorial.data.embeddings import stack_prompt_embeddings

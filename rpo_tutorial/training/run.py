@@ -190,7 +190,8 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
     if loaded_here:
         tokenizer, policy = load_models(config)
     examples, report = tokenize_rows(rows, tokenizer, config)
-    sides = check_sides(examples, config, args.per_device_train_batch_size)
+    contrast_rows = args.per_device_train_batch_size * (args.world_size if config.contrast_scope == "global" else 1)
+    sides = check_sides(examples, config, contrast_rows)  # refuses data lacking a side; counts one-sided batches
     collator_class = SFTCollator if config.loss == "sft" else PreferenceCollator
     collator = collator_class(tokenizer.pad_token_id)
     reference = None

@@ -166,3 +166,25 @@ def test_bundled_minilm_on_real_hh_prompts_matches_sentence_transformers(tmp_pat
     cached = PromptEmbedder(cache_dir=tmp_path)
     torch.testing.assert_close(cached.embed(texts, show_progress=False), embeddings)
     assert cached._model is None
+
+
+def test_local_embedder_retrained_in_place_is_not_served_old_vectors(tmp_path):
+    folder = tmp_path / "my-embedder"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"hidden": 4}')
+    (folder / "model.safetensors").write_bytes(b"weights v1")
+
+    def embedder():
+        result = PromptEmbedder(str(folder), cache_dir=tmp_path / "cache")
+        result._model = FakeModel()
+        return result
+
+    first = embedder()
+    first.embed(["one", "two"], show_progress=False)
+    again = embedder()
+    again.embed(["one", "two"], show_progress=False)
+    assert first.encoded_texts == 2 and again.encoded_texts == 0  # same files: served from the cache
+    (folder / "model.safetensors").write_bytes(b"weights v2")  # retrained in place
+    retrained = embedder()
+    retrained.embed(["one", "two"], show_progress=False)
+    assert retrained.encoded_texts == 2 and retrained.cache.directory != first.cache.directory
