@@ -194,8 +194,16 @@ def plot_coverage(
     Shape:
         each mask: (M, N) bool or 0/1
     """
-    figure, axes = plt.subplots(1, len(masks), figsize=(4.8 * len(masks), 4.2), squeeze=False)
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    colours = ("#eeeeee", "#2e7d32")  # never compared, compared: two categories, so a legend, not a colour bar
+    figure, axes = plt.subplots(1, len(masks), figsize=(4.8 * len(masks), 4.6), squeeze=False)
     for ax, (title, mask) in zip(axes.flat, masks.items()):
         heatmap(ax, mask.float(), title, row_labels=labels, col_labels=[str(j) for j in range(mask.shape[1])],
-                annotate=False, cmap="Greens")
+                annotate=False, cmap=ListedColormap(colours))
+        ax.images[0].set_clim(0.0, 1.0)
+        ax.images[0].colorbar.remove()
+    axes.flat[-1].legend(handles=[Patch(color=colours[1], label="compared"), Patch(color=colours[0], label="never")],
+                         loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     return _finish(figure, path)

@@ -34,6 +34,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from transformers.utils import logging as transformers_logging
 
 from rpo_tutorial import models
 from rpo_tutorial.losses import dpo_loss, ipo_loss, kto_loss
@@ -43,6 +44,8 @@ from rpo_tutorial.data.collate import PreferenceCollator
 from rpo_tutorial.models.logprobs import batch_sequence_logps
 from rpo_tutorial.data.tokenization import tokenize_pair
 
+transformers_logging.set_verbosity_error()  # no weight-loading bars or tokenizer notices in the cells
+transformers_logging.disable_progress_bar()
 torch.manual_seed(0)
 FIGURES_DIR = cache_dir() / "smoke-figures" if SMOKE else figures_dir()  # smoke runs leave figures/ alone
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -175,7 +178,8 @@ print(f"number of 20-token responses with SmolLM2's vocabulary: 10^{20 * math.lo
 # - \beta \log \frac{\pi(y_l \mid x)}{\pi_{\text{ref}}(y_l \mid x)}\Big).
 # $$
 #
-# Maximum likelihood on preference pairs gives the DPO loss (paper Eq. 5). With the log-ratios
+# Maximum likelihood on preference pairs gives the DPO loss (paper Eq. 4; the implicit reward
+# $\beta \log \pi / \pi_{\text{ref}}$ is the paper's Eq. 5). With the log-ratios
 # $c = \log \pi(y_w \mid x) - \log \pi_{\text{ref}}(y_w \mid x)$ and
 # $r = \log \pi(y_l \mid x) - \log \pi_{\text{ref}}(y_l \mid x)$ and the margin $h = c - r$:
 #
@@ -192,7 +196,7 @@ print(f"number of 20-token responses with SmolLM2's vocabulary: 10^{20 * math.lo
 # %%
 def dpo_loss_teaching(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta):
     margin = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)  # h = c - r
-    return -F.logsigmoid(beta * margin)  # -log sigma(beta h), paper Eq. 5
+    return -F.logsigmoid(beta * margin)  # -log sigma(beta h), paper Eq. 4
 
 
 logps = [-torch.rand(8) * 40 for _ in range(4)]  # summed log-probs of 8 pairs, as a model would give
@@ -325,11 +329,13 @@ kto_curves = {"desirable: 1 - sigma(beta (c - z_ref))": kto_losses[: len(log_rat
 figure, axes = plt.subplots(1, 2, figsize=(12, 4))
 plot_curves(margins, curves, "margin h = c - r (nats)", "loss", "Paired losses against the margin", ax=axes[0])
 axes[0].set_ylim(0.0, 8.0)
-for minimum in (cdpo_minimum, ipo_minimum):
-    axes[0].axvline(minimum, color="black", linestyle=":", linewidth=1)
+for minimum, style, name in ((cdpo_minimum, ":", "cDPO minimum"), (ipo_minimum, "-.", "IPO minimum")):
+    axes[0].axvline(minimum, color="black", linestyle=style, linewidth=1, label=f"{name}, h = {minimum:.0f}")
+axes[0].legend(fontsize=8)
 plot_curves(log_ratios, kto_curves, "log-ratio log pi/pi_ref of the response (nats)", "loss",
             f"KTO, z_ref = {Z_REF}", ax=axes[1])
-axes[1].axvline(Z_REF, color="black", linestyle=":", linewidth=1)
+axes[1].axvline(Z_REF, color="black", linestyle=":", linewidth=1, label=f"z_ref = {Z_REF:.0f}")
+axes[1].legend(fontsize=8)
 save(figure, FIGURES_DIR / "loss_vs_margin.png");
 
 # %% [markdown]

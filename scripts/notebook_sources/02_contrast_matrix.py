@@ -27,7 +27,7 @@ MAX_PROMPT_LENGTH, MAX_LENGTH = (48, 96) if SMOKE else (96, 192)  # token limits
 POLICY_STEPS = 2 if SMOKE else 10  # DPO steps that move the policy away from the reference
 VERIFY_WITH_FULL_FORWARD = not SMOKE  # re-check the tuned policy with one more full forward pass
 BETA = 0.1
-TAU = 0.5  # embedding-weight temperature in section 7
+TAU, TAU_UNPAIRED = 0.5, 0.75  # embedding-weight temperatures of the paper: paired and unpaired data
 
 # %%
 import copy
@@ -35,6 +35,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from transformers.utils import logging as transformers_logging
 
 from rpo_tutorial import models
 from rpo_tutorial.data.embeddings import PromptEmbedder, prompt_text
@@ -46,6 +47,8 @@ from rpo_tutorial.models.logprobs import batch_sequence_logps
 from rpo_tutorial.data.tokenization import tokenize_pair
 from rpo_tutorial.weighting import diagonal_weights, embedding_weights
 
+transformers_logging.set_verbosity_error()  # no weight-loading bars or tokenizer notices in the cells
+transformers_logging.disable_progress_bar()
 torch.manual_seed(0)
 FIGURES_DIR = cache_dir() / "smoke-figures" if SMOKE else figures_dir()  # smoke runs leave figures/ alone
 torch.set_printoptions(precision=2, sci_mode=False, linewidth=140)
@@ -171,6 +174,8 @@ assert zero_matrix.abs().max() < 1e-3  # policy = reference: an all-zero contras
 optimizer = torch.optim.Adam(final_norm.parameters(), lr=1e-2)
 for step in range(POLICY_STEPS):
     logps = policy_logps()
+    if step == 1:
+        after_one_step = logps.detach()  # kept for section 7's figure: a policy early in training
     losses, _, _ = dpo_loss(logps[:M], logps[M:], reference_chosen_logps, reference_rejected_logps, beta=BETA)
     optimizer.zero_grad()
     losses.mean().backward()
@@ -236,7 +241,8 @@ print(f"diagonal (DPO) contrasts > 0: {(paired_matrix.diagonal() > 0).sum()}/{M}
       f"off-diagonal contrasts > 0: {(paired_matrix[off_diagonal] > 0).sum()}/{M * M - M}")
 
 # %% [markdown]
-# The policy was trained only on the diagonal, yet most off-diagonal contrasts are positive too: DPO
+# The policy was trained only on the diagonal, yet the off-diagonal contrasts turn positive too (in the
+# full run all 56 of them after 10 steps; section 7 shows the matrix after the first step as well): DPO
 # raised chosen responses and lowered rejected ones in general, so each chosen response now also "beats"
 # rejected responses to other prompts. RPO makes these comparisons part of the objective instead of a
 # side effect.
@@ -271,6 +277,19 @@ print("correlation with the difference in response length: "
       f"log-ratios {correlation(paired_matrix, length_difference)}")
 print(f"spread (std) of the entries: raw log-prob differences {raw_difference.std():.1f} nats, "
       f"log-ratio differences {(paired_matrix / BETA).std():.1f} nats")
+per_token = torch.cat([chosen_logratios, rejected_logratios]) / response_tokens.float()  # (2M,) nats per token
+print(f"log-ratio per response token: chosen {per_token[:M].mean():+.3f}, rejected {per_token[M:].mean():+.3f} nats")
+
+# %% [markdown]
+# How to read these numbers. The raw differences are tens of nats and follow length: that is what the
+# log-ratio removes. The log-ratios are much smaller, but they are still *sums over tokens*, so they can
+# still follow length: when the policy moves every token of a response by about the same amount (the
+# per-token log-ratios above), a longer response moves further. A negative correlation (about -0.6 in the
+# full run on the HH pairs) means that $s_{ij}$ is smaller where chosen response $i$ is longer than rejected
+# response $j$, i.e. the tuned norm lowered the log-probability of long responses more. With 8 pairs this is
+# a weak, noisy estimate, not a property of RPO; but it is the length bias DPO is known for, RPO inherits it
+# (its contrasts are the same sums), and length-normalised variants (dividing each log-ratio by the
+# response's token count) remove it.
 
 # %% [markdown]
 # ## 6. The unpaired $M \times N$ matrix
@@ -278,12 +297,14 @@ print(f"spread (std) of the entries: raw log-prob differences {raw_difference.st
 # RPO does not need pairs. With $M$ desirable responses and $N$ undesirable ones from any prompts
 # (the paper's RPO-Unpaired setting, the data KTO uses) the same formula gives an $M \times N$ matrix. There
 # is no diagonal to privilege: every entry is a cross-response contrast, and the weights (notebook 03)
-# decide which ones matter. Below, the desirable responses are the chosen responses of the first prompts
-# and the undesirable ones the rejected responses of the last prompts, with $M \ne N$.
+# decide which ones matter. Below, the desirable responses are the chosen responses of the even-numbered
+# prompts and the undesirable ones the rejected responses of the odd-numbered prompts (one fewer), so
+# $M \ne N$, no prompt appears on both sides, and each topic still contributes a related pair.
 
 # %%
-desirable = list(range(M // 2 + 1))  # chosen responses of these prompts
-undesirable = list(range(M // 2, M))  # rejected responses of these prompts
+desirable = list(range(0, M, 2))  # chosen responses of prompts 0, 2, 4, ...
+undesirable = list(range(1, M, 2))[:-1] or [1]  # rejected responses of prompts 1, 3, ... (one fewer)
+assert not set(desirable) & set(undesirable)  # every entry is a cross-prompt contrast
 unpaired_matrix = contrast_matrix(chosen_logratios[desirable], rejected_logratios[undesirable], BETA)  # (M', N')
 print(f"unpaired: M = {len(desirable)} desirable x N = {len(undesirable)} undesirable "
       f"-> {tuple(unpaired_matrix.shape)}")
@@ -293,18 +314,34 @@ print(unpaired_matrix)
 # %% [markdown]
 # ## 7. Heatmaps, and from the matrix to the RPO loss
 #
-# Red entries are contrasts the policy already gets right ($s_{ij} > 0$), blue ones it gets wrong. The
-# outlined diagonal of the paired matrix is everything DPO sees.
+# Red entries are contrasts the policy already gets right ($s_{ij} > 0$), blue ones it gets wrong; one colour
+# scale for all panels. The left panel is the policy after its first DPO step, when some contrasts are
+# still wrong; the middle one after all steps, when (in the full run) every contrast is right. The outlined
+# diagonal is everything DPO sees. Row labels give the prompt's topic and the words that tell it apart from
+# its same-topic partner.
 
 # %%
-short = [f"[{i}] ({topic}) {text}" for i, (topic, text) in enumerate(zip(topics, prompts))]
-paired_name = f"paired M x M (beta = {BETA}); diagonal = DPO"
-unpaired_name = f"unpaired M x N ({len(desirable)} x {len(undesirable)}), M != N"
+def distinguishing_label(index: int) -> str:
+    """'[i] topic: words' with the prefix shared by the prompts of the same topic removed."""
+    partners = [prompts[k] for k in range(M) if topics[k] == topics[index]]
+    shared = os.path.commonprefix(partners) if len(partners) > 1 else ""
+    shared = shared[: shared.rfind(" ") + 1]  # cut at a word boundary
+    rest = prompts[index][len(shared):]
+    return f"[{index}] {topics[index]}: {rest[:26]}{'...' if len(rest) > 26 else ''}"
+
+
+short = [distinguishing_label(i) for i in range(M)]
+early_matrix = contrast_matrix(after_one_step[:M] - reference_chosen_logps, after_one_step[M:] - reference_rejected_logps,
+                               BETA)  # (M, M) after the first DPO step
+early_name = f"paired, after 1 step ({int((early_matrix < 0).sum())} of {M * M} wrong)"
+paired_name = f"paired, after {POLICY_STEPS} steps ({int((paired_matrix < 0).sum())} wrong)"
+unpaired_name = f"unpaired {len(desirable)} x {len(undesirable)}, all cross-prompt"
 plot_contrast_matrices(
-    {paired_name: paired_matrix, unpaired_name: unpaired_matrix},
-    row_labels={paired_name: short, unpaired_name: [short[i] for i in desirable]},
-    col_labels={paired_name: [f"[{j}]" for j in range(M)], unpaired_name: [f"[{j}]" for j in undesirable]},
-    outline_diagonal={paired_name: True},
+    {early_name: early_matrix, paired_name: paired_matrix, unpaired_name: unpaired_matrix},
+    row_labels={early_name: short, paired_name: short, unpaired_name: [short[i] for i in desirable]},
+    col_labels={early_name: [f"[{j}]" for j in range(M)], paired_name: [f"[{j}]" for j in range(M)],
+                unpaired_name: [f"[{j}]" for j in undesirable]},
+    outline_diagonal={early_name: True, paired_name: True},
     path=FIGURES_DIR / "contrast_matrix.png",
 );
 
@@ -312,7 +349,8 @@ plot_contrast_matrices(
 # The last step weights the contrasts and averages (paper Eq. 15):
 # $\mathcal{L}_{\text{RPO}} = \frac{1}{M}\sum_i \frac{1}{N}\sum_j -\log\sigma(w_{ij}\, s_{ij})$, with
 # $w_{ij}$ a softmax over $j$ of $-d_{ij}/\tau$ and $d_{ij}$ the cosine distance between the prompts'
-# embeddings. Notebook 03 explores the weights; here is the resulting loss on this batch.
+# embeddings, with the paper's $\tau = 0.5$ for paired and $0.75$ for unpaired data. Notebook 03 explores
+# the weights; here is the resulting loss on this batch.
 
 # %%
 embedder = PromptEmbedder()
@@ -320,7 +358,8 @@ prompt_embeddings = embedder.embed(prompts, show_progress=False)  # (M, 384)
 weights = embedding_weights(prompt_embeddings, prompt_embeddings, tau=TAU)  # (M, M)
 paired_losses = rpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
                          weights, beta=BETA)[0]
-unpaired_weights = embedding_weights(prompt_embeddings[desirable], prompt_embeddings[undesirable], tau=TAU)
+unpaired_weights = embedding_weights(prompt_embeddings[desirable], prompt_embeddings[undesirable],
+                                     tau=TAU_UNPAIRED)  # the paper's tau for unpaired data
 unpaired_losses = rpo_loss(policy_chosen_logps[desirable], policy_rejected_logps[undesirable],
                            reference_chosen_logps[desirable], reference_rejected_logps[undesirable],
                            unpaired_weights, beta=BETA)[0]

@@ -1,0 +1,241 @@
+# %% [markdown]
+# # 07 · RPO in your own trainer: a 30-line PyTorch loop, and TRL's `DPOTrainer`
+#
+# The RPO loss is a pure function of four tensors of summed log-probabilities and a weight matrix, so it
+# drops into any training loop. This notebook shows it twice:
+#
+# 1. The loss as the package computes it, next to the paper's Eq. 15
+# 2. A custom PyTorch loop (~30 lines): tokenize, collate, log-probs, embedding weights, `rpo_loss`, step
+# 3. RPO inside TRL's `DPOTrainer`: a small subclass that swaps the loss and carries the prompt embeddings
+#    in the batch (TRL is optional: `pip install "rpo-tutorial[trl]"`, tested with `trl==1.16.0`)
+#
+# Real mode trains the top two decoder layers of the bundled SmolLM2-135M-Instruct for a few steps on a CPU;
+# `RPO_SMOKE=1` uses a tiny random model. On a GPU, raise `STEPS` and set `TRAIN_TOP_LAYERS = None`.
+
+# %%
+import os
+
+SMOKE = os.environ.get("RPO_SMOKE") == "1"  # CI sets RPO_SMOKE=1; the default is the real run
+
+NUM_PAIRS = 8 if SMOKE else 32  # demo pairs to train on
+BATCH_SIZE = 4  # pairs per step: the contrast matrix is BATCH_SIZE x BATCH_SIZE
+STEPS = 2 if SMOKE else 8  # optimizer steps of the custom loop and of the TRL run
+MAX_LENGTH = 64 if SMOKE else 96  # prompt + response tokens
+TRAIN_TOP_LAYERS = 2  # train the top decoder layers and the final norm only (a CPU-sized run; None: all)
+LEARNING_RATE = 1e-3 if SMOKE else 1e-4
+BETA, TAU = 0.1, 0.5  # the paper's beta and paired-data tau
+
+# %%
+import copy
+import inspect
+import math
+import time
+
+import torch
+from IPython.display import Markdown, display
+from transformers.utils import logging as transformers_logging
+
+from rpo_tutorial import (
+    PreferenceCollator,
+    PromptEmbedder,
+    batch_sequence_logps,
+    embedding_weights,
+    load_demo,
+    load_policy,
+    load_tokenizer,
+    rpo_loss,
+    tokenize_pair,
+)
+from rpo_tutorial.data.embeddings import add_prompt_embeddings
+from rpo_tutorial.models import tiny_model
+from rpo_tutorial.paths import cache_dir
+
+transformers_logging.set_verbosity_error()  # no weight-loading bars or tokenizer notices in the cells
+transformers_logging.disable_progress_bar()
+torch.manual_seed(0)
+print(f"SMOKE={SMOKE}: {NUM_PAIRS} pairs, batches of {BATCH_SIZE}, {STEPS} steps")
+
+# %% [markdown]
+# ## 1. The loss, as the package computes it
+#
+# With $c_i = \log\frac{\pi_\theta(y_{w,i}\mid x_i)}{\pi_{\text{ref}}(y_{w,i}\mid x_i)}$ and
+# $r_j = \log\frac{\pi_\theta(y_{l,j}\mid x'_j)}{\pi_{\text{ref}}(y_{l,j}\mid x'_j)}$, the contrast score is
+# $s_{ij} = \beta\,(c_i - r_j)$ (Eq. 10), the weights are $w_{ij} = \operatorname{softmax}_j(-d_{ij}/\tau)$ of
+# the prompts' embedding distances (Eqs. 11-12), and the RPO loss (Eq. 15) is
+#
+# $$
+# \mathcal{L}_{\text{RPO}} = -\,\mathbb{E}_{i}\Big[\frac{1}{N}\sum_{j=1}^{N}\log\sigma\big(w_{ij}\,s_{ij}\big)\Big].
+# $$
+#
+# Notebooks 02 and 03 check loop versions of it against the package. Here is the package's own vectorised
+# code: the contrast matrix is one broadcast, `(M, 1) - (1, N) -> (M, N)`, and the per-row loss a `mean` over
+# $j$ (`placement="loss"` is the official code's variant for its diagonal strategy, notebook 03).
+
+# %%
+from rpo_tutorial.losses import contrast_matrix, rpo_pair_losses
+
+source = "\n".join(inspect.getsource(function) for function in (contrast_matrix, rpo_pair_losses, rpo_loss))
+display(Markdown(f"```python\n{source}```"))
+
+# %% [markdown]
+# ## 2. A custom PyTorch loop
+#
+# Everything a loop needs is importable from the top level: `tokenize_pair` (prompt through the chat
+# template, labels $-100$ on the prompt), `PreferenceCollator` (chosen rows first, then rejected rows, and
+# the rows' prompt embeddings stacked), `batch_sequence_logps` (summed response log-probs, float32),
+# `PromptEmbedder` (all-MiniLM-L6-v2, the paper's embedder, cached on disk), `embedding_weights`, `rpo_loss`.
+# The embeddings are computed once, before training; a step only stacks them.
+
+# %%
+tokenizer = load_tokenizer()
+policy = tiny_model(len(tokenizer), seed=0) if SMOKE else load_policy()
+reference = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: the frozen starting point
+rows = add_prompt_embeddings(load_demo("train")[:NUM_PAIRS], PromptEmbedder(), show_progress=False)
+examples = [tokenize_pair(row, tokenizer, max_prompt_length=MAX_LENGTH // 2, max_length=MAX_LENGTH) for row in rows]
+collate = PreferenceCollator(pad_token_id=tokenizer.pad_token_id)
+loader = torch.utils.data.DataLoader(examples, batch_size=BATCH_SIZE, shuffle=True, collate_fn=collate,
+                                     generator=torch.Generator().manual_seed(0))
+
+
+def train_top_layers(model: torch.nn.Module, count: int | None) -> list[torch.nn.Parameter]:
+    """Freeze all but the top ``count`` decoder layers and the final norm; return the trainable parameters."""
+    if count is not None:
+        model.requires_grad_(False)
+        for module in (*model.model.layers[-count:], model.model.norm):
+            module.requires_grad_(True)
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]
+
+
+optimizer = torch.optim.AdamW(train_top_layers(policy, TRAIN_TOP_LAYERS), lr=LEARNING_RATE)
+
+
+def rpo_step(batch: dict) -> dict:
+    """One optimizer step of paired RPO with embedding weights; returns what to log."""
+    M = int(batch["num_chosen"])  # chosen rows first, then the N = M rejected rows
+    policy_logps = batch_sequence_logps(policy, batch)  # (M + N,)
+    with torch.no_grad():
+        reference_logps = batch_sequence_logps(reference, batch)  # (M + N,)
+    weights = embedding_weights(batch["chosen_prompt_embeddings"], batch["rejected_prompt_embeddings"], tau=TAU)
+    losses, chosen_rewards, rejected_rewards = rpo_loss(
+        policy_logps[:M], policy_logps[M:], reference_logps[:M], reference_logps[M:], weights, beta=BETA)
+    loss = losses.mean()
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], 10.0)
+    optimizer.step()
+    return {"loss": loss.item(), "margin": (chosen_rewards - rejected_rewards).mean().item(),
+            "accuracy": (chosen_rewards > rejected_rewards).float().mean().item()}
+
+
+# %% [markdown]
+# Training. The first step is timed and the rest estimated before they run.
+
+# %%
+policy.train()
+history, step, start = [], 0, time.perf_counter()
+while step < STEPS:
+    for batch in loader:
+        history.append(rpo_step(batch))
+        step += 1
+        if step == 1:
+            print(f"first step {time.perf_counter() - start:.1f} s; the remaining {STEPS - 1} "
+                  f"take about {(STEPS - 1) * (time.perf_counter() - start):.0f} s")
+        if step % max(1, STEPS // 8) == 0 or step == STEPS:
+            print(f"step {step:3d}  loss {history[-1]['loss']:.4f}  reward margin {history[-1]['margin']:+.4f}  "
+                  f"accuracy {history[-1]['accuracy']:.2f}")
+        if step == STEPS:
+            break
+print(f"custom loop: {STEPS} steps in {time.perf_counter() - start:.0f} s")
+assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in history)
+assert abs(history[0]["loss"] - math.log(2)) < 1e-4  # at step 1 the policy is the reference: every s_ij = 0
+
+# %% [markdown]
+# At step 1 the policy *is* the reference, so every $s_{ij} = 0$ and the loss is $\log 2 \approx 0.693$. The
+# reward margin $\beta(c_i - r_i)$ of each pair then grows as the policy moves away from $\pi_{\text{ref}}$.
+# Because $w_{ij} \approx 1/N$ inside the sigmoid, each contrast acts with an effective $\beta$ of about
+# $\beta / N$ (notebook 03), so RPO's loss moves more slowly than DPO's would at the same $\beta$.
+#
+# To reproduce the official code instead of the paper, build the weights and loss with its settings:
+# `rpo_loss(..., placement="loss")` with `diagonal_weights(M, alpha=0.8)`, or `uniform_weights(M, N,
+# convention="official")`; for the package's own trainer one switch sets all of them:
+# `official_convention(config)` from `rpo_tutorial.training.official` (CLI `--convention official`).
+
+# %% [markdown]
+# ## 3. RPO inside TRL's `DPOTrainer`
+#
+# TRL's `DPOTrainer` tokenizes, batches, runs the reference model and logs; its loss is an inline branch of
+# `_compute_loss`. `rpo_tutorial.training.trl_rpo.RPODPOTrainer` overrides `compute_loss` only: the policy's
+# and the reference's summed completion log-probs come from TRL's own fused LM head, and the loss is
+# `rpo_loss` with embedding weights. The prompt embeddings travel as a dataset column `prompt_embedding`,
+# which a collator subclass stacks into `prompt_embeddings` $(B, D)$ next to TRL's keys.
+
+# %%
+try:
+    import trl
+except ImportError:
+    trl = None
+    display(Markdown("> **TRL is not installed, so this section stops here.** "
+                     "`pip install \"rpo-tutorial[trl]\"` installs the tested version (`trl==1.16.0`), "
+                     "then rerun this notebook."))
+
+# %%
+if trl is not None:
+    from datasets import Dataset
+
+    from rpo_tutorial.training.trl_rpo import TESTED_TRL_VERSION, RPODPOTrainer
+
+    if trl.__version__ != TESTED_TRL_VERSION:
+        display(Markdown(f"> TRL {trl.__version__} is installed; this subclass was tested with "
+                         f"{TESTED_TRL_VERSION}. If a cell fails, `pip install trl=={TESTED_TRL_VERSION}`."))
+    display(Markdown(f"```python\n{inspect.getsource(RPODPOTrainer.compute_loss)}```"))
+
+# %%
+if trl is not None:
+    from transformers import PrinterCallback
+
+    trl_policy = tiny_model(len(tokenizer), seed=0) if SMOKE else load_policy()
+    trl_reference = copy.deepcopy(trl_policy).eval().requires_grad_(False)
+    train_top_layers(trl_policy, TRAIN_TOP_LAYERS)  # the Trainer's optimizer takes the parameters that need grad
+    dataset = Dataset.from_list([{key: row[key] for key in ("prompt", "chosen", "rejected", "prompt_embedding")}
+                                 for row in rows])
+    arguments = trl.DPOConfig(
+        output_dir=str(cache_dir() / "07_trl_rpo"), per_device_train_batch_size=BATCH_SIZE,
+        max_steps=STEPS, learning_rate=LEARNING_RATE, beta=BETA, max_length=MAX_LENGTH, logging_steps=1,
+        save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True, seed=0)
+    trainer = RPODPOTrainer(model=trl_policy, ref_model=trl_reference, args=arguments, train_dataset=dataset,
+                            processing_class=tokenizer, tau=TAU)
+    trainer.remove_callback(PrinterCallback)  # the table below instead of one printed dict per step
+    start = time.perf_counter()
+    trainer.train()
+    print(f"TRL + RPO: {STEPS} steps in {time.perf_counter() - start:.0f} s")
+    logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
+    for entry in logged[:: max(1, STEPS // 8)] + ([logged[-1]] if STEPS > 1 else []):
+        print(f"step {entry['step']:3d}  loss {entry['loss']:.4f}  reward margin {entry['rewards/margins']:+.4f}  "
+              f"accuracy {entry['rewards/accuracies']:.2f}")
+    assert len(logged) == STEPS
+
+# %% [markdown]
+# The same check as the package's test (`tests/training/test_trl_rpo.py`): on one of TRL's batches, the
+# subclass's loss equals `rpo_loss` computed from the package's own `batch_sequence_logps`.
+
+# %%
+if trl is not None:
+    batch = next(iter(trainer.get_train_dataloader()))
+    labelled = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                "labels": batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)}
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(trainer.model, batch)
+        policy_logps = batch_sequence_logps(trainer.model, labelled)  # (2B,) chosen rows first
+        reference_logps = batch_sequence_logps(trainer.ref_model, labelled)
+    B = batch["prompt_embeddings"].shape[0]
+    weights = embedding_weights(batch["prompt_embeddings"], batch["prompt_embeddings"], tau=TAU)
+    package_loss = rpo_loss(policy_logps[:B], policy_logps[B:], reference_logps[:B], reference_logps[B:],
+                            weights, beta=BETA)[0].mean()
+    torch.testing.assert_close(trl_loss, package_loss, atol=1e-4, rtol=1e-4)
+    print(f"TRL subclass loss {trl_loss:.5f} = package rpo_loss {package_loss:.5f}")
+
+# %% [markdown]
+# **What differs from the package's own trainer.** TRL tokenizes with its own rules (the chat template,
+# then the completion) and its reference model runs live; the contrast matrix spans each device's batch
+# (`contrast_scope="local"`, as the official code); unpaired data and the other weighting strategies need the
+# package's trainer (`rpo-tutorial train`). The subclass is 80 lines: `rpo_tutorial/training/trl_rpo.py`.
