@@ -98,8 +98,8 @@ class RPOConfig:
     max_grad_norm: float = 10.0  # gradient clipping norm (DPO reference code: 10)
     bf16: bool = False  # bfloat16 mixed precision (float32 master weights; log-probs and losses stay float32)
     gradient_checkpointing: bool = False  # recompute activations in backward to save memory
-    fsdp: bool = False  # FSDP full shard (parameters, gradients, optimizer state split over GPUs)
-    fsdp_layer_class: str | None = None  # layer class FSDP wraps, e.g. "MistralDecoderLayer"; None: model default
+    fsdp: bool = False  # FSDP2 full shard when the launcher names no FSDP / DeepSpeed config (see launch.py)
+    fsdp_layer_class: str | None = None  # layer class FSDP wraps, e.g. "MistralDecoderLayer"; used only with fsdp
     logging_steps: int = 10  # optimizer steps between metric logs
     save_steps: int = 500  # optimizer steps between checkpoints (also one at the end); 0: no checkpoints
     save_total_limit: int | None = None  # keep at most this many checkpoints (None: all)
@@ -157,8 +157,6 @@ class RPOConfig:
             raise ValueError("loss='cdpo' needs label_smoothing in (0, 0.5); with 0 it is plain 'dpo'")
         if self.loss == "sft" and (self.accumulate_contrast or self.nll_weight or self.length_normalize):
             raise ValueError("accumulate_contrast, nll_weight and length_normalize apply to preference losses, not sft")
-        if self.fsdp_layer_class is not None and not self.fsdp:
-            raise ValueError("fsdp_layer_class is set but fsdp is False; set fsdp=True")
         if self.model.startswith(TINY_MODEL_PREFIX) and self.model[len(TINY_MODEL_PREFIX):] not in ("llama", "mistral"):
             raise ValueError(f"model {self.model!r}: tiny random models are "
                              "'tiny-random:llama' or 'tiny-random:mistral'")
@@ -207,14 +205,18 @@ class RPOConfig:
         """
         from transformers import TrainingArguments
 
+        from rpo_tutorial.training.launch import FSDP_SETTINGS, launcher_distribution
+
         names = {f.name for f in dataclasses.fields(TrainingArguments)}
         transformers_5 = "activation_checkpointing" in names  # renamed from gradient_checkpointing in v5
+        launcher = launcher_distribution()  # an accelerate config naming FSDP / DeepSpeed wins over self.fsdp
         fsdp, fsdp_config = None, None
-        if self.fsdp:  # full shard, each decoder layer one unit, FSDP's own activation checkpointing
+        if self.fsdp and launcher is None:  # the settings of configs/fsdp_mistral7b_8gpu.yaml
             fsdp = True if transformers_5 else "full_shard auto_wrap"
-            fsdp_config = {"activation_checkpointing": self.gradient_checkpointing, "reshard_after_forward": True}
+            fsdp_config = {**FSDP_SETTINGS, "activation_checkpointing": self.gradient_checkpointing}
             if self.fsdp_layer_class:
                 fsdp_config["transformer_layer_cls_to_wrap"] = [self.fsdp_layer_class]
+        fsdp_checkpoints = launcher == "fsdp" or fsdp is not None  # FSDP's own activation checkpointing
         values = dict(
             output_dir=self.output_dir, learning_rate=self.learning_rate, optim=self.optimizer,
             lr_scheduler_type=self.lr_scheduler, warmup_steps=self.warmup_steps,
@@ -232,8 +234,8 @@ class RPOConfig:
         )
         # HF's own activation checkpointing (FSDP checkpoints through fsdp_config instead).
         prefix = "activation" if transformers_5 else "gradient"
-        values[f"{prefix}_checkpointing"] = self.gradient_checkpointing and not self.fsdp
-        if self.gradient_checkpointing and not self.fsdp:
+        values[f"{prefix}_checkpointing"] = self.gradient_checkpointing and not fsdp_checkpoints
+        if self.gradient_checkpointing and not fsdp_checkpoints:
             values[f"{prefix}_checkpointing_kwargs"] = {"use_reentrant": False}
         values.update(overrides)
         if values.get("remove_unused_columns"):

@@ -3,11 +3,13 @@
 Everything here is arithmetic on parameter counts and batch shapes, so a reader can check each
 number by hand. The worked example is the paper's run: Mistral-7B, 8 GPUs, FSDP full shard,
 bf16 compute with float32 master weights, RMSprop, 8 pairs (16 sequences) of up to 512 tokens
-per GPU, activation checkpointing.
+per GPU, activation checkpointing; the frozen reference's cost depends on the launcher
+(:func:`reference_bytes`).
 
     from rpo_tutorial.training.estimates import MISTRAL_7B, parameter_count, per_gpu_memory
     n = parameter_count(MISTRAL_7B)                        # 7,241,732,096
-    per_gpu_memory(MISTRAL_7B, num_gpus=8, sequences=16, sequence_length=512)
+    per_gpu_memory(MISTRAL_7B, num_gpus=8, sequences=16, sequence_length=512)             # FSDP2
+    per_gpu_memory(MISTRAL_7B, num_gpus=8, sequences=16, sequence_length=512, launcher="zero3")
 
 The numbers are estimates: allocator fragmentation, CUDA context (~0.5-1 GB), communication
 buffers and the attention kernel's own workspace come on top.
@@ -106,24 +108,66 @@ def activation_bytes(shape: DecoderShape, sequences: int, sequence_length: int, 
     return {**stored, "logits": tokens * shape.vocab_size * 16}
 
 
+LAUNCHERS = ("fsdp", "zero3", "ddp")
+
+
+def reference_bytes(num_params: int, num_gpus: int, launcher: str = "fsdp", reference: str = "model") -> float:
+    """Per-GPU bytes of the frozen reference under each launcher (``training/reference.py``).
+
+    FSDP2 and ZeRO-3 shard it like the policy and hold the bf16 values the policy computes with:
+    2 N / G. DDP (and ZeRO-1/2) keeps a replicated copy in the policy's float32 parameter dtype,
+    so that its arithmetic matches the policy's under autocast: 4 N. Precomputed log-probs: 0.
+    """
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    if reference not in ("model", "precomputed"):
+        raise ValueError(f"reference must be 'model' or 'precomputed', got {reference!r}")
+    if reference == "precomputed":
+        return 0.0
+    return num_params * 2 / num_gpus if launcher in ("fsdp", "zero3") else num_params * 4.0
+
+
 def per_gpu_memory(shape: DecoderShape, num_gpus: int, sequences: int, sequence_length: int,
-                   reference: str = "model", checkpointing: bool = True, optimizer_states: int = 1) -> dict[str, float]:
-    """Every per-GPU term in bytes, and their ``"total"``, for FSDP full shard over ``num_gpus``.
+                   reference: str = "model", checkpointing: bool = True, optimizer_states: int = 1,
+                   launcher: str = "fsdp") -> dict[str, float]:
+    """Every per-GPU term in bytes, and their ``"total"``, for training on ``num_gpus`` GPUs.
 
     Args:
         sequences: sequences per GPU and micro-batch (chosen + rejected: twice the pairs).
-        reference: ``"model"``: a frozen bf16 copy, sharded like the policy; ``"precomputed"``:
+        reference: ``"model"``: a frozen copy (see :func:`reference_bytes`); ``"precomputed"``:
             reference log-probs stored with the data, no second model in memory.
+        launcher: ``"fsdp"`` (FSDP2 full shard, float32 master weights, bf16 all-gathers),
+            ``"zero3"`` (DeepSpeed ZeRO-3 with bf16: bf16 weights and gradients, float32 master
+            copy and optimizer state, all sharded) or ``"ddp"`` (everything replicated).
     """
-    if reference not in ("model", "precomputed"):
-        raise ValueError(f"reference must be 'model' or 'precomputed', got {reference!r}")
     num_params = parameter_count(shape)
-    terms = training_state_bytes(num_params, num_gpus, optimizer_states=optimizer_states)
-    terms["reference"] = num_params * 2 / num_gpus if reference == "model" else 0.0
-    terms["gathered_layers"] = 2 * layer_parameter_count(shape) * 2  # bf16 copies: current + prefetched layer
+    layer = layer_parameter_count(shape)
+    if launcher == "zero3":
+        terms = {"weights": 2 * num_params / num_gpus, "gradients": 2 * num_params / num_gpus,
+                 "optimizer": (4 + 4 * optimizer_states) * num_params / num_gpus}  # master copy + states
+    else:
+        terms = training_state_bytes(num_params, 1 if launcher == "ddp" else num_gpus,
+                                     optimizer_states=optimizer_states)
+    terms["reference"] = reference_bytes(num_params, num_gpus, launcher, reference)
+    if launcher != "ddp":  # bf16 copies of the current and the prefetched layer, and the output head
+        # that FSDP2 keeps gathered from the end of forward to the start of backward
+        head = 0 if shape.tie_embeddings else shape.vocab_size * shape.hidden_size * 2
+        terms["gathered_layers"] = 2 * layer * 2 + head
     terms.update(activation_bytes(shape, sequences, sequence_length, checkpointing))
     terms["total"] = sum(terms.values())
     return terms
+
+
+def host_memory_per_node(num_params: int, processes: int, ram_efficient: bool = True,
+                         reference: str = "model") -> float:
+    """Host RAM (bytes) while the models load: float32 policy + bf16 reference per loading process.
+
+    With RAM-efficient loading (``fsdp_cpu_ram_efficient_loading: true``) only rank 0 reads the
+    weights and the others build empty models; without it every process holds both.
+    """
+    _check_positive(num_params=num_params, processes=processes)
+    per_process = num_params * 4 + (num_params * 2 if reference == "model" else 0)
+    return per_process * (1 if ram_efficient else processes)
 
 
 def training_flops(num_params: int, tokens: float, reference_forward: bool = True, recompute: bool = True) -> float:

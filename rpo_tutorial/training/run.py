@@ -8,8 +8,10 @@
 The pipeline (each step once, before training):
 rows (demo / HH / a file / a hub id) -> prompt embeddings (once, cached on disk; only when the
 weighting or the sampler needs them) -> unpaired split (``paired=False``) -> tokenize -> reference
-log-probs (``reference="precomputed"``) -> :class:`RPOTrainer` -> train -> save model, tokenizer,
-``rpo_config.json`` and ``metrics.jsonl`` in ``output_dir``.
+log-probs (``reference="precomputed"``: the reference placed and sharded as in training, each process
+on its share of the data) -> :class:`RPOTrainer` -> train -> save a full model (gathered once under
+FSDP, so the folder loads with ``from_pretrained``), tokenizer, ``rpo_config.json`` and
+``metrics.jsonl`` in ``output_dir``.
 
 Before any of that, ``output_dir`` is checked: a folder holding another run is refused unless
 ``overwrite=True`` (then cleared) or the run resumes with the same configuration
@@ -36,10 +38,11 @@ from rpo_tutorial.data.preferences import load_hh, load_preferences
 from rpo_tutorial.data.run_logs import METRICS_FILE
 from rpo_tutorial.data.tokenization import TokenizationReport, tokenize_dataset
 from rpo_tutorial.models.loading import BUNDLED_POLICY, load_policy, load_tokenizer, tiny_model
-from rpo_tutorial.models.logprobs import precompute_reference_logps
 from rpo_tutorial.training.config import TINY_MODEL_PREFIX, RPOConfig
 from rpo_tutorial.training.dataset_checks import SideCheck, check_sides
+from rpo_tutorial.training.launch import fsdp_requested, save_full_model
 from rpo_tutorial.training.output_dir import CONFIG_FILE, apply_plan, plan_output_dir
+from rpo_tutorial.training.reference import cast_parameters, copy_buffers, parameter_dtype, precompute_reference
 from rpo_tutorial.training.run_loss import RunLossCallback
 from rpo_tutorial.training.trainer import RPOTrainer
 
@@ -131,32 +134,20 @@ def load_models(config: RPOConfig):
 
 
 def load_reference(config: RPOConfig, policy: torch.nn.Module, from_config: bool) -> torch.nn.Module:
-    """The frozen reference: the starting policy, in bfloat16 when training in bf16 (it only runs forward).
+    """The frozen reference: the starting policy's weights, in the dtype the policy computes in.
 
-    A hub / local model is loaded again in that dtype (no float32 copy in memory); a tiny
-    random model or a policy handed in by the caller is copied.
+    Under FSDP with bf16 that is bfloat16 (the policy's float32 shards are cast to bf16 before
+    each all-gather, so a bf16 reference does the same arithmetic in half the memory); otherwise
+    the policy's own parameter dtype. A hub / local model is loaded again in that dtype (no
+    float32 copy in memory) and given the policy's buffers (RoPE frequencies stay float32);
+    a tiny random model or a policy handed in by the caller is copied.
     """
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    dtype = torch.bfloat16 if config.bf16 and fsdp_requested(config) else parameter_dtype(policy)
     if from_config and not config.model.startswith(TINY_MODEL_PREFIX):
-        return load_policy(config.model, dtype=dtype)
-    return copy.deepcopy(policy).to(dtype)
-
-
-def precompute_sharded(policy: torch.nn.Module, examples: list[dict], collator, config: RPOConfig) -> list[dict]:
-    """Reference log-probs of every example; with W processes each computes every W-th example, then all share."""
-    from rpo_tutorial.training.distributed import is_distributed, rank, world_size
-
-    options = dict(batch_size=config.precompute_batch_size, progress=config.progress)
-    if not is_distributed():
-        return precompute_reference_logps(policy, examples, collator, **options)
-    processes = world_size()
-    share = precompute_reference_logps(policy, examples[rank()::processes], collator, **options)
-    shares = [None] * processes
-    torch.distributed.all_gather_object(shares, share)
-    result: list = [None] * len(examples)
-    for index, part in enumerate(shares):
-        result[index::processes] = part
-    return result
+        reference = load_policy(config.model, dtype=dtype)
+        copy_buffers(policy, reference)
+        return reference
+    return cast_parameters(copy.deepcopy(policy), dtype)
 
 
 def apply_lora(model: torch.nn.Module, config: RPOConfig) -> torch.nn.Module:
@@ -190,23 +181,26 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
     if loaded_here:
         tokenizer, policy = load_models(config)
     examples, report = tokenize_rows(rows, tokenizer, config)
-    contrast_rows = args.per_device_train_batch_size * (args.world_size if config.contrast_scope == "global" else 1)
+    contrast_rows = (args.per_device_train_batch_size * (args.world_size if config.contrast_scope == "global" else 1)
+                     * (args.gradient_accumulation_steps if config.accumulate_contrast else 1))
     sides = check_sides(examples, config, contrast_rows)  # refuses data lacking a side; counts one-sided batches
     collator_class = SFTCollator if config.loss == "sft" else PreferenceCollator
     collator = collator_class(tokenizer.pad_token_id)
     reference = None
-    if config.needs_reference and config.reference == "model":
+    precompute = config.needs_reference and config.reference == "precomputed"
+    if config.needs_reference and config.reference in ("model", "precomputed"):
         reference = load_reference(config, policy, from_config=loaded_here)
-    elif config.needs_reference and config.reference == "precomputed":
-        policy.to(args.device)  # the starting policy IS the reference: one pass before training
-        examples = precompute_sharded(policy, examples, collator, config)
     elif config.reference == "lora":
         policy = apply_lora(policy, config)
         if config.gradient_checkpointing:
             policy.enable_input_require_grads()
-    trainer = RPOTrainer(model=policy, config=config, reference_model=reference, args=args,
+    trainer = RPOTrainer(model=policy, config=config, reference_model=None if precompute else reference, args=args,
                          train_dataset=examples, data_collator=collator, processing_class=tokenizer)
     trainer.side_check = sides
+    if precompute:  # one pass of the reference, placed (sharded) as in training, each process on its share
+        trainer.train_dataset = precompute_reference(trainer, reference, examples, collator,
+                                                     config.precompute_batch_size)
+        del reference
     return trainer, report
 
 
@@ -237,7 +231,7 @@ def run_training(config: RPOConfig, rows: Sequence[dict] | None = None,
     output_dir = Path(config.output_dir)
     if config.loss == "sft" and config.reference == "lora":  # an SFT model becomes the next reference: merge
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    trainer.save_model(str(output_dir))
+    save_full_model(trainer, output_dir)  # a from_pretrained folder, also after sharded checkpoints
     if trainer.is_world_process_zero():
         (output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     return RunResult(output_dir, output_dir / METRICS_FILE, output.global_step, train_loss, report, trainer,

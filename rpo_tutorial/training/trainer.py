@@ -12,7 +12,12 @@ only says how one collated batch becomes a loss:
    embeddings (no embedder runs during training), the pure loss function from the registry, and
    with ``contrast_scope="global"`` the rows of every process (see ``distributed``).
 
-A non-finite log-prob or loss raises :class:`NonFiniteLossError` naming the step. The metrics of
+With ``accumulate_contrast`` the contrast matrix spans every micro-batch of an optimizer step
+(``accumulation``): a no-grad pass over the step gives the full-step loss and per-row
+coefficients, then each micro-batch backpropagates a linear surrogate with the exact gradient.
+
+A non-finite log-prob or loss raises :class:`NonFiniteLossError` naming the step, on EVERY process:
+the processes agree with one all-reduce per micro-batch, before backward. The metrics of
 ``metrics.METRIC_NAMES`` are accumulated per micro-batch, averaged at each logging step, sent to
 ``report_to`` and appended to ``OUTPUT_DIR/metrics.jsonl``.
 
@@ -20,11 +25,15 @@ A non-finite log-prob or loss raises :class:`NonFiniteLossError` naming the step
                          train_dataset=examples, data_collator=PreferenceCollator(tokenizer.pad_token_id))
     trainer.train()
 
-Launch on several processes with ``accelerate launch`` or ``torchrun`` (see ``training.py``).
+Launch on several processes with ``accelerate launch`` or ``torchrun`` (see ``launch.py`` for who
+decides FSDP / DeepSpeed). The frozen reference takes the policy's route (``reference.py``):
+FSDP2 shards it with the policy's wrap policy, mesh and mixed precision; DeepSpeed ZeRO-3 wraps
+it in a sharded inference engine; ZeRO-1/2, DDP and a single process keep a replicated copy on
+the device, in the policy's parameter dtype, its forward under the policy's autocast. So before
+any optimizer step every log-ratio is exactly 0, in float32 and in bf16 mixed precision.
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any
 
@@ -36,6 +45,7 @@ from rpo_tutorial.models.head import model_sequence_logps
 from rpo_tutorial.training.accumulation import StepCoefficients, step_coefficients, surrogate_loss
 from rpo_tutorial.training.config import RPOConfig
 from rpo_tutorial.training.distributed import all_reduce_sum, world_size
+from rpo_tutorial.training.launch import any_process_flagged, report_distribution
 from rpo_tutorial.training.metrics import (
     MetricsAccumulator,
     MetricsJsonlCallback,
@@ -43,6 +53,7 @@ from rpo_tutorial.training.metrics import (
     sft_metrics,
 )
 from rpo_tutorial.training.objectives import PreferenceLogps, scoped_objective
+from rpo_tutorial.training.reference import prepare_reference
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -83,7 +94,9 @@ class RPOTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         self.config = config
         self.model_accepts_loss_kwargs = False  # we never pass num_items_in_batch to the model
-        self.reference_model = self._prepare_reference_model(reference_model)
+        self.distribution = report_distribution(self, config)  # printed on rank 0
+        self.reference_model = prepare_reference(reference_model, self) if reference_model is not None else None
+        self._non_finite: str | None = None  # the first non-finite value of this micro-batch
         self._metrics = {"train": MetricsAccumulator(), "eval": MetricsAccumulator()}
         self.add_callback(MetricsJsonlCallback())
         self._step_plan: list[tuple[StepCoefficients, int]] = []  # accumulated contrast, per micro-batch
@@ -93,18 +106,6 @@ class RPOTrainer(Trainer):
                           "over the whole optimizer step", stacklevel=2)
 
     # ---- reference model ------------------------------------------------------------------
-    def _prepare_reference_model(self, reference_model: torch.nn.Module | None) -> torch.nn.Module | None:
-        """Freeze the reference and place it like the policy (sharded under FSDP / DeepSpeed)."""
-        if reference_model is None:
-            return None
-        reference_model.eval()
-        reference_model.requires_grad_(False)
-        if self.is_deepspeed_enabled:
-            return _deepspeed_reference(reference_model, self.accelerator)
-        if self.is_fsdp_enabled:
-            return self.accelerator.prepare_model(reference_model, evaluation_mode=True)
-        return reference_model.to(self.args.device)
-
     def _reference_logps(self, model: torch.nn.Module, inputs: dict) -> torch.Tensor:
         """Reference log-probs of the stacked batch. Shape: returns (M + N,) float32."""
         mode = self.config.reference
@@ -148,6 +149,7 @@ class RPOTrainer(Trainer):
                 parts.append(self._preference_logps(inputs, self._forward_logps(model, inputs), reference))
         plan = step_coefficients(parts, self.config)
         self._check_finite(plan.output.loss, "the loss")
+        self._stop_if_non_finite()
         self._metrics["train"].add(preference_metrics(plan.seen, plan.output))
         return [(plan, index) for index in range(len(parts))]
 
@@ -168,6 +170,7 @@ class RPOTrainer(Trainer):
         else:
             loss, stats = self._preference_loss(model, inputs)
         self._check_finite(loss, "the loss")
+        self._stop_if_non_finite()
         self._metrics["train" if model.training else "eval"].add(stats)
         return (loss, {"loss": loss.detach()}) if return_outputs else loss
 
@@ -175,6 +178,8 @@ class RPOTrainer(Trainer):
         """Split the stacked (M + N,) log-probs of a batch into its chosen and rejected sides."""
         self._check_finite(reference, "reference log-probabilities")
         self._check_finite(policy, "policy log-probabilities")
+        if self._non_finite is not None:  # finite stand-ins keep the global scope's all-gathers matched;
+            policy, reference = policy.nan_to_num(0.0, 0.0, 0.0), reference.nan_to_num(0.0, 0.0, 0.0)  # raised later
         num_chosen, total = int(inputs["num_chosen"]), policy.shape[0]
         counts = (inputs["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1)  # (M + N,) response tokens per row
         return PreferenceLogps(
@@ -214,12 +219,20 @@ class RPOTrainer(Trainer):
         return -logps.sum() * world_size() / max(step_tokens, 1.0), sft_metrics(logps, num_tokens)
 
     def _check_finite(self, value: torch.Tensor, what: str) -> None:
-        if not bool(torch.isfinite(value).all()):
+        """Remember the first non-finite value; :meth:`_stop_if_non_finite` raises on every process."""
+        if self._non_finite is None and not bool(torch.isfinite(value).all()):
+            self._non_finite = what
+
+    def _stop_if_non_finite(self) -> None:
+        """One all-reduce per micro-batch, before backward: any process non-finite -> all raise."""
+        local, self._non_finite = self._non_finite, None
+        if any_process_flagged(local is not None, self.args.device):
             phase = "training" if self.model.training else "evaluation at"
+            what = local or "a value on another process"
             raise NonFiniteLossError(
                 f"{what} became non-finite (nan/inf) at {phase} step {self.state.global_step + 1} "
-                f"(epoch {self.state.epoch or 0:.3f}); training stopped. Try a lower learning_rate, "
-                "bf16 instead of fp16, or check the data of this step.")
+                f"(epoch {self.state.epoch or 0:.3f}); training stopped on every process. Try a lower "
+                "learning_rate, bf16 instead of fp16, or check the data of this step.")
 
     # ---- logging and sampling -------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -259,20 +272,3 @@ def _check_reference(config: RPOConfig, model: torch.nn.Module, reference_model:
         if not hasattr(model, "disable_adapter"):
             raise ValueError("reference='lora' needs a peft model (peft.get_peft_model(...)); got "
                              f"{type(model).__name__}")
-
-
-def _deepspeed_reference(model: torch.nn.Module, accelerator) -> torch.nn.Module:
-    """Wrap a frozen reference for DeepSpeed: sharded like the policy under ZeRO-3, else plain.
-
-    Untested in this repository's CI (no DeepSpeed on CPU).
-    """
-    import deepspeed
-
-    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
-    if config.get("zero_optimization", {}).get("stage") != 3:
-        config["zero_optimization"] = {"stage": 0}
-    for key in ("optimizer", "scheduler"):
-        config.pop(key, None)
-    engine, *_ = deepspeed.initialize(model=model, config=config)
-    engine.eval()
-    return engine

@@ -75,7 +75,6 @@ def test_pairing_defaults_depend_on_the_loss():
     ({"save_steps": -1}, "save_steps"),
     ({"paired": "yes"}, "paired"),
     ({"model": "tiny-random:gpt2"}, "tiny"),
-    ({"fsdp_layer_class": "MistralDecoderLayer"}, "fsdp"),
 ])
 def test_invalid_settings_raise_at_construction(changes, message):
     with pytest.raises(ValueError, match=message):

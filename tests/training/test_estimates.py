@@ -7,12 +7,16 @@ from rpo_tutorial.training.estimates import (
     GB,
     MISTRAL_7B,
     DecoderShape,
+    LAUNCHERS,
     activation_bytes,
+    host_memory_per_node,
+    layer_parameter_count,
     optimizer_steps,
     parameter_count,
     per_gpu_memory,
     training_flops,
     training_hours,
+    reference_bytes,
     training_state_bytes,
 )
 
@@ -82,3 +86,32 @@ def test_flops_steps_and_hours_by_hand():
 def test_bad_input_raises_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_reference_cost_by_launcher_by_hand():
+    n = 7_241_732_096
+    assert reference_bytes(n, 8, "fsdp") == n * 2 / 8  # bf16 shards, the values the policy computes with
+    assert reference_bytes(n, 8, "zero3") == n * 2 / 8
+    assert reference_bytes(n, 8, "ddp") == n * 4  # a float32 replica: the policy's parameter dtype
+    assert all(reference_bytes(n, 8, launcher, "precomputed") == 0 for launcher in LAUNCHERS)
+    with pytest.raises(ValueError, match="launcher"):
+        reference_bytes(n, 8, "megatron")
+
+
+def test_paper_run_memory_per_launcher():
+    """8 x (8 pairs = 16 sequences of 512 tokens): FSDP2 and ZeRO-3 fit a 40 GB GPU, DDP fits none."""
+    n, layer = parameter_count(MISTRAL_7B), layer_parameter_count(MISTRAL_7B)
+    fsdp = per_gpu_memory(MISTRAL_7B, num_gpus=8, sequences=16, sequence_length=512, launcher="fsdp")
+    zero3 = per_gpu_memory(MISTRAL_7B, num_gpus=8, sequences=16, sequence_length=512, launcher="zero3")
+    ddp = per_gpu_memory(MISTRAL_7B, num_gpus=8, sequences=16, sequence_length=512, launcher="ddp")
+    assert fsdp["gathered_layers"] == 2 * layer * 2 + 32000 * 4096 * 2  # two bf16 layers + the bf16 head
+    assert zero3["weights"] + zero3["gradients"] + zero3["optimizer"] == pytest.approx(n * (2 + 2 + 4 + 4) / 8)
+    assert fsdp["total"] < 25 * GB and zero3["total"] < 25 * GB
+    assert ddp["reference"] == n * 4 and ddp["total"] > 80 * GB
+
+
+def test_host_memory_while_loading():
+    n = 1000
+    assert host_memory_per_node(n, processes=8) == n * 6  # rank 0 only: float32 policy + bf16 reference
+    assert host_memory_per_node(n, processes=8, ram_efficient=False) == 8 * n * 6
+    assert host_memory_per_node(n, processes=8, reference="precomputed") == n * 4
