@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "rpo_tutorial.demo.cli",
     "rpo_tutorial.training.cli",
     "rpo_tutorial.evaluation.cli",
+    "rpo_tutorial.evaluation.evaluate_cli",
+    "rpo_tutorial.study.cli",
 )
 
 

@@ -9,6 +9,7 @@ Layers, from the bottom (a module may import its own layer and those its layer l
     plots       rpo_tutorial/plots/                   figures (reads data files, never the trainer)
     evaluation  rpo_tutorial/evaluation/              sampling, judges, win rates
     demo        rpo_tutorial/demo/                    the end-to-end demo
+    study       rpo_tutorial/study/                   the seeded comparison of methods (rpo-tutorial study)
     api         __init__.py, __main__.py, cli.py      the public surface
 
 Every import counts, including those inside functions. The checker is tested on a small
@@ -33,6 +34,7 @@ ALLOWED = {
     "plots": {"core", "data", "plots"},
     "evaluation": {"core", "data", "models", "training", "plots", "evaluation"},
     "demo": {"core", "data", "models", "training", "plots", "evaluation", "demo"},
+    "study": {"core", "data", "models", "training", "plots", "evaluation", "study"},
 }
 ALLOWED["api"] = set(ALLOWED) | {"api"}
 CORE = {"losses", "weighting", "paths"}

@@ -5,13 +5,14 @@ See :mod:`rpo_tutorial.demo.pipeline` for what the stages do and why these numbe
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
+
+from rpo_tutorial.training.threads import choose_num_threads  # noqa: F401 (re-exported: the demo's API)
 
 METHODS = ("dpo", "rpo")
 
@@ -88,22 +89,6 @@ class StageLog:
         yield
         self.timings[name] = time.perf_counter() - began
         self.say(f"{name}: done in {self.timings[name]:.0f} s")
-
-
-def choose_num_threads(cores: int | None = None, load: float | None = None, own_threads: int = 0) -> int:
-    """Torch threads for now: every core when the machine is idle, one per core other processes leave free.
-
-    Args:
-        cores: CPU cores (default ``os.cpu_count()``).
-        load: 1-minute load average (default the system's).
-        own_threads: threads this process kept busy lately; they are part of ``load`` and not
-            counted as other processes.
-    """
-    cores = cores if cores is not None else os.cpu_count() or 1
-    if load is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    others = max(0.0, load - own_threads)
-    return max(1, min(cores, cores - int(others + 0.5)))
 
 
 def check_settings(settings: DemoSettings, methods: Sequence[str]) -> None:

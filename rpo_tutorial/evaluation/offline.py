@@ -10,7 +10,8 @@ Both return records in the format of :mod:`rpo_tutorial.evaluation`, so
 - :func:`implicit_reward_accuracy` is the share of held-out preference pairs on which the
   implicit reward ``r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))`` (DPO's reparametrisation,
   the quantity inside RPO's contrast matrix) ranks the chosen response above the rejected one;
-  the same as TRL's ``rewards/accuracies``. :func:`implicit_reward_records` gives the per-pair
+  a tie (equal rewards, as for every pair of a model equal to its reference) counts half, never
+  as a miss (TRL's ``rewards/accuracies`` counts it as a miss). :func:`implicit_reward_records` gives the per-pair
   records, so the accuracy can be reported with an interval (ties count half).
 - :func:`response_logps` computes the log-probabilities those functions take: the sum over
   response tokens (EOS included) of log pi(token | prompt, previous tokens), in float32, with
@@ -112,14 +113,19 @@ def _implicit_rewards(policy_chosen_logps: torch.Tensor, policy_rejected_logps: 
 def implicit_reward_accuracy(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
                              reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
                              beta: float) -> float:
-    """Share of pairs with ``beta * log(pi/pi_ref)`` strictly higher for the chosen response.
+    """Share of pairs with ``beta * log(pi/pi_ref)`` higher for the chosen response; ties count half.
+
+    ``(wins + ties / 2) / n``: a model equal to its reference scores 0.5 (every pair a tie), not 0.
+    :func:`rpo_tutorial.evaluation.evaluate.preference_accuracy` also gives the counts and an interval.
 
     Shape:
         each log-prob tensor: (N,), one summed response log-prob per pair; returns a float in [0, 1]
     """
     chosen_rewards, rejected_rewards = _implicit_rewards(policy_chosen_logps, policy_rejected_logps,
                                                          reference_chosen_logps, reference_rejected_logps, beta)
-    return (chosen_rewards > rejected_rewards).float().mean().item()
+    wins = (chosen_rewards > rejected_rewards).float()  # (N,)
+    ties = (chosen_rewards == rejected_rewards).float()  # (N,)
+    return (wins + 0.5 * ties).mean().item()
 
 
 def implicit_reward_records(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,

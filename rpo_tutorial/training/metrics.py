@@ -6,16 +6,20 @@ Names (TRL's, which users know, plus RPO's own):
 |--------------------------|------------------------------------------------------------------------|
 | rewards/chosen, /rejected| mean implicit reward beta * (log pi - log pi_ref) of chosen / rejected |
 | rewards/margins          | mean chosen - rejected reward (own pair if paired, all pairs if not)   |
-| rewards/accuracies       | share of those pairs whose chosen reward is higher                     |
+| rewards/accuracies       | share of those pairs whose chosen reward is higher; a tie counts half  |
+| rewards/ties             | share of those pairs whose two rewards are exactly equal               |
 | logps/chosen, /rejected  | mean summed log-prob of the responses under the policy                 |
-| contrast/accuracy        | share of ALL (i, j) with s_ij = beta (c_i - r_j) > 0 (paper Eq. 10)    |
+| contrast/accuracy        | share of ALL (i, j) with s_ij = beta (c_i - r_j) > 0, ties half (Eq. 10)|
 | weights/row_entropy      | mean entropy of the rows of the RPO weight matrix (log N = uniform)    |
 | weights/diagonal_mass    | mean share of a row's weight on its own pair (paired batches)          |
 | kto/kl_reference_point   | KTO's z_ref                                                            |
 | nll/token                | SFT: mean negative log-likelihood per response token                   |
 
 Each metric is kept as a running (sum, count) over micro-batches and processes, so the logged
-value is the exact mean over every row seen since the last log. The pure loss functions never
+value is the exact mean over every row seen since the last log. A tie (equal rewards, e.g. every
+pair while the policy still equals its reference) carries no preference either way, so it counts
+half in the accuracies, never as a miss: a model equal to its reference reports 0.5 with
+``rewards/ties`` 1.0, not 0.0. The pure loss functions never
 see any of this. ``loss`` itself is logged by ``transformers.Trainer``.
 """
 from __future__ import annotations
@@ -33,10 +37,15 @@ from rpo_tutorial.training.objectives import ObjectiveOutput, PreferenceLogps
 from rpo_tutorial.weighting import diagonal_mass, row_entropy
 
 METRIC_NAMES = (
-    "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+    "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "rewards/ties", "logps/chosen",
     "logps/rejected", "contrast/accuracy", "weights/row_entropy", "weights/diagonal_mass",
     "kto/kl_reference_point", "nll/token",
 )
+
+
+def tie_half_accuracy(differences: torch.Tensor) -> torch.Tensor:
+    """1 where a reward difference is > 0, 0.5 where it is exactly 0, 0 where < 0. Shape: same as input."""
+    return (differences > 0).float() + 0.5 * (differences == 0).float()
 
 
 def _stat(stats: dict, name: str, values: torch.Tensor) -> None:
@@ -60,8 +69,9 @@ def preference_metrics(logps: PreferenceLogps, output: ObjectiveOutput) -> dict[
     all_pairs = chosen[:, None] - rejected[None, :]  # (M, 1) - (N,) -> (M, N), sign of s_ij
     pairs = torch.diagonal(all_pairs) if logps.paired and chosen.shape == rejected.shape else all_pairs
     _stat(stats, "rewards/margins", pairs)
-    _stat(stats, "rewards/accuracies", (pairs > 0).float())
-    _stat(stats, "contrast/accuracy", (all_pairs > 0).float())
+    _stat(stats, "rewards/accuracies", tie_half_accuracy(pairs))
+    _stat(stats, "rewards/ties", (pairs == 0).float())
+    _stat(stats, "contrast/accuracy", tie_half_accuracy(all_pairs))
     if output.weights is not None:
         _stat(stats, "weights/row_entropy", row_entropy(output.weights))
         if logps.paired and output.weights.shape[0] == output.weights.shape[1]:

@@ -315,10 +315,13 @@ def test_reward_judge_records_non_finite_scores_as_failed_with_a_warning():
 
 
 def _brute_force_accuracy(pc, pr, rc, rr, beta):
-    hits = 0
+    hits = 0.0
     for i in range(len(pc)):
-        if beta * (pc[i] - rc[i]) > beta * (pr[i] - rr[i]):
+        chosen, rejected = beta * (pc[i] - rc[i]), beta * (pr[i] - rr[i])
+        if chosen > rejected:
             hits += 1
+        elif chosen == rejected:  # a tie carries no preference: half a hit, never a miss
+            hits += 0.5
     return hits / len(pc)
 
 
@@ -331,7 +334,12 @@ def test_implicit_reward_accuracy_matches_a_loop_and_records_agree():
         assert implicit_reward_accuracy(pc, pr, rc, rr, beta) == pytest.approx(expected)
     records = implicit_reward_records(pc, pr, rc, rr, beta=0.1)
     summary = win_rate(records)
-    assert summary["ties"] == 3 and summary["wins"] == round(expected * 50)
+    assert summary["ties"] == 3 and summary["wins"] == round(expected * 50 - 1.5)
+
+
+def test_implicit_reward_accuracy_of_a_model_equal_to_its_reference_is_one_half():
+    logps = torch.tensor([-10.0, -20.0, -30.0])
+    assert implicit_reward_accuracy(logps, logps - 1, logps, logps - 1, beta=0.1) == 0.5
     with pytest.raises(ValueError, match="1-D of one length"):
         implicit_reward_accuracy(pc, pr[:3], rc, rr, 0.1)
     with pytest.raises(ValueError, match="beta"):

@@ -1,0 +1,114 @@
+"""``rpo-tutorial study``: train every method on every data setting and seed, then write the report.
+
+    python -m rpo_tutorial study --output-dir outputs/study --report-dir docs/study   # the committed study
+    python -m rpo_tutorial study --preset small --output-dir outputs/study-small     # notebook 04 on a CPU
+    python -m rpo_tutorial study --preset smoke --output-dir /tmp/study              # tiny random model, tests
+    python -m rpo_tutorial study --output-dir outputs/study --report-only            # rewrite the report
+
+Interrupted? Run the same command again: finished runs are read from ``OUTPUT_DIR/runs`` and
+never retrained.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+
+from rpo_tutorial.study.settings import METHODS, SETTINGS_NAMES, StudySettings
+
+STUDY_PRESETS: dict[str, StudySettings] = {
+    "full": StudySettings(),
+    # notebook 04's CPU mode: the controlled setting, four methods, 3 seeds, the same per-run budget
+    "small": StudySettings(settings=("controlled",), methods=("dpo", "rpo-emb", "rpo-emb-matched",
+                                                               "rpo-uniform-matched"), tau_ablation=()),
+    # a tiny random model: the whole machinery in about a minute (tests, CI)
+    "smoke": StudySettings(model="tiny-random:llama", settings=("controlled",), methods=("dpo", "rpo-emb-matched"),
+                           tau_ablation=(), seeds=(0, 1), steps=2, eval_every=1, train_pairs=16,
+                           heldout_per_cluster=1, learning_rate=1e-3),
+}
+_FLAGS = {  # flag -> (field, type, help)
+    "--seeds": ("seeds", int, "seeds (one SFT reference and data order each)"),
+    "--settings": ("settings", str, f"data settings, from {SETTINGS_NAMES}"),
+    "--methods": ("methods", str, f"methods, from {tuple(METHODS)}"),
+    "--tau-ablation": ("tau_ablation", float, "embedding taus of the ablation (controlled setting); 'none' skips"),
+    "--steps": ("steps", int, "optimizer steps per run"),
+    "--eval-every": ("eval_every", int, "held-out evaluation every this many steps"),
+    "--learning-rate": ("learning_rate", float, "AdamW learning rate of every method"),
+    "--beta": ("beta", float, "the paper's beta; matched RPO uses beta x batch size"),
+    "--batch-size": ("batch_size", int, "pairs per step"),
+    "--train-pairs": ("train_pairs", int, "train pairs per demo setting"),
+    "--trainable-layers": ("trainable_layers", int, "top decoder layers trained"),
+    "--num-threads": ("num_threads", int, "torch threads (default: by machine load)"),
+}
+
+
+def settings_from_args(args: argparse.Namespace) -> StudySettings:
+    """The preset with every given flag applied."""
+    settings = STUDY_PRESETS[args.preset]
+    changes = {}
+    for flag, (field, kind, _) in _FLAGS.items():
+        value = getattr(args, field)
+        if value is None:
+            continue
+        if field in ("seeds", "settings", "methods", "tau_ablation"):
+            words = [] if value.strip().lower() == "none" else value.replace(",", " ").split()
+            try:
+                value = tuple(kind(word) for word in words)
+            except ValueError:
+                raise SystemExit(f"{flag}: cannot read {value!r} as a list of {kind.__name__}") from None
+        else:
+            try:
+                value = kind(value)
+            except ValueError:
+                raise SystemExit(f"{flag}: cannot read {value!r} as {kind.__name__}") from None
+        changes[field] = value
+    settings = dataclasses.replace(settings, **changes)
+    settings.check()
+    return settings
+
+
+def _study_command(args: argparse.Namespace) -> int:
+    from rpo_tutorial.study.report import write_report
+    from rpo_tutorial.study.runner import run_study
+
+    settings = settings_from_args(args)
+    command = "python -m rpo_tutorial " + " ".join(shlex.quote(word) for word in sys.argv[1:]) \
+        if sys.argv[1:2] == ["study"] else f"python -m rpo_tutorial study --preset {args.preset}"
+    print("study settings: " + ", ".join(f"{key}={value}" for key, value in dataclasses.asdict(settings).items()),
+          flush=True)
+    if not args.report_only:
+        run_study(args.output_dir, settings, report=False)
+    report = write_report(args.output_dir, settings, command=command, copy_to=args.report_dir)
+    where = args.output_dir + (f" and {args.report_dir}" if args.report_dir else "")
+    print(f"report: study.md, study.json and figures in {where}"
+          + (f"; missing runs: {len(report['missing'])}" if report["missing"] else ""))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    preset = _preset_from_argv()
+    defaults = STUDY_PRESETS[preset]
+    parser = subparsers.add_parser("study", help="compare DPO, RPO variants and KTO across seeds; write a report",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="full", choices=tuple(STUDY_PRESETS),
+                        help="full: the committed study; small: notebook 04 on a CPU; smoke: tiny random model")
+    parser.add_argument("--output-dir", default="outputs/study", help="runs cache and report (default: %(default)s)")
+    parser.add_argument("--report-dir", default=None, help="also copy the report and figures here (e.g. docs/study)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the cached runs only")
+    for flag, (field, _, text) in _FLAGS.items():
+        value = getattr(defaults, field)
+        shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+        parser.add_argument(flag, dest=field, default=None, help=f"{text} ({preset} preset: {shown})")
+    parser.set_defaults(handler=_study_command)
+
+
+def _preset_from_argv() -> str:
+    """The ``--preset`` on the command line, so ``--help`` shows that preset's defaults."""
+    argv = sys.argv[1:]
+    for index, word in enumerate(argv):
+        if word == "--preset" and index + 1 < len(argv) and argv[index + 1] in STUDY_PRESETS:
+            return argv[index + 1]
+        if word.startswith("--preset=") and word.split("=", 1)[1] in STUDY_PRESETS:
+            return word.split("=", 1)[1]
+    return "full"

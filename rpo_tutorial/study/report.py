@@ -1,0 +1,157 @@
+"""The study's report: ``study.json``, ``study.md`` and two figures, from the cached runs alone.
+
+Per setting and method (intervals: ``stats``):
+- held-out implicit-reward accuracy (ties half): mean over seeds, 95% t-interval across seeds;
+- its paired difference to DPO: mean over seeds and held-out pairs, two-level bootstrap interval;
+- drift = mean |log pi - log pi_ref| over held-out responses, and the mean change of the chosen
+  and rejected log-probs (nats per response), means over seeds;
+- the train margin (log-ratio difference, nats, mean of the last quarter of steps), the check
+  that training is unsaturated, and the counts of wins / ties / losses summed over seeds.
+Missing runs (an interrupted study) are listed; every number says how many seeds it rests on.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from rpo_tutorial.study.runner import read_run, run_path
+from rpo_tutorial.study.settings import StudySettings
+from rpo_tutorial.study.stats import paired_bootstrap, pair_outcomes, seed_interval
+
+BASELINE = "dpo"
+
+
+def _last_quarter(values: list[float]) -> float:
+    return float(np.mean(values[-max(1, len(values) // 4):])) if values else math.nan
+
+
+def method_row(records: list[dict], baseline: list[dict] | None, settings: StudySettings) -> dict:
+    """The table row of one method in one setting, from its runs (one per seed)."""
+    finals = [record["evals"][-1] for record in records]
+    row = {"label": records[0]["label"], "method": records[0]["method"], "beta": records[0]["beta"],
+           "seeds": [record["seed"] for record in records],
+           "accuracy": seed_interval([final["accuracy"] for final in finals]),
+           "drift": seed_interval([final["drift"] for final in finals]),
+           "chosen_logp_change": float(np.mean([final["chosen_logp_change"] for final in finals])),
+           "rejected_logp_change": float(np.mean([final["rejected_logp_change"] for final in finals])),
+           "train_margin_nats": float(np.mean([_last_quarter([c["margin_nats"] for c in r["curve"]]) for r in records])),
+           "train_accuracy": float(np.mean([_last_quarter([c["accuracy"] for c in r["curve"]]) for r in records])),
+           "wins": sum(f["wins"] for f in finals), "ties": sum(f["ties"] for f in finals),
+           "losses": sum(f["losses"] for f in finals), "pairs_per_seed": finals[0]["n"]}
+    if baseline is not None and row["method"] != BASELINE:
+        seeds = sorted(set(row["seeds"]) & {record["seed"] for record in baseline})
+        if seeds:
+            mine = {record["seed"]: record for record in records}
+            theirs = {record["seed"]: record for record in baseline}
+            outcomes = [np.stack([pair_outcomes(np.asarray(x[s]["heldout_policy"]), np.asarray(x[s]["heldout_reference"]))
+                                  for s in seeds]) for x in (mine, theirs)]
+            row["difference_to_dpo"] = paired_bootstrap(outcomes[0], outcomes[1], settings.bootstrap_samples)
+    return row
+
+
+def collect(output_dir: Path, settings: StudySettings) -> tuple[dict, list[str]]:
+    """``{setting: {method key: [records by seed]}}`` of the cached runs, and the missing runs."""
+    found, missing = {}, []
+    for setting in settings.settings:
+        for method in settings.method_list(setting):
+            for seed in settings.seeds:
+                record = read_run(run_path(output_dir, setting, seed, method.key), settings)
+                if record is None:
+                    missing.append(f"{setting}/seed{seed}/{method.key}")
+                else:
+                    found.setdefault(setting, {}).setdefault(method.key, []).append(record)
+    return found, missing
+
+
+def _curves(found: dict) -> dict:
+    curves = {}
+    for setting, methods in found.items():
+        for key, records in methods.items():
+            if "tau" in key and key != "rpo-emb-matched":
+                continue  # the tau ablation has its own table
+            steps = [e["step"] for e in records[0]["evals"]]
+            curves.setdefault(setting, {})[records[0]["label"]] = {
+                "step": steps, "values": [[e["accuracy"] for e in r["evals"]] for r in records]}
+    return curves
+
+
+def build_report(output_dir: str | Path, settings: StudySettings) -> dict:
+    """The report's content (``study.json``) from the cache."""
+    output_dir = Path(output_dir)
+    found, missing = collect(output_dir, settings)
+    tables = {setting: [method_row(records, methods.get(BASELINE), settings) for records in methods.values()]
+              for setting, methods in found.items()}
+    return {"created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {platform.system()}, Python {sys.version.split()[0]}, "
+                       f"{_cpu_count()} CPU cores (shared)",
+            "settings": {key: list(value) if isinstance(value, tuple) else value
+                         for key, value in vars(settings).items()},
+            "tables": tables, "missing": missing, "curves": _curves(found)}
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _interval(stat: dict, percent: bool = True) -> str:
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    if stat is None or math.isnan(stat["mean"]):
+        return "n/a"
+    text = f"{stat['mean'] * scale:.1f}{unit}"
+    if not math.isnan(stat.get("ci_low", math.nan)):
+        text += f" [{stat['ci_low'] * scale:.1f}, {stat['ci_high'] * scale:.1f}]"
+    return text
+
+
+def markdown(report: dict, command: str) -> str:
+    """``study.md``: the command, machine, settings, one table per setting, what is missing."""
+    lines = [f"# RPO study ({report['created']})", "", f"Command: `{command}`", "",
+             f"Machine: {report['machine']}.", "",
+             "Held-out implicit-reward accuracy counts a tie as half a win (see `rpo_tutorial/evaluation/evaluate.py`); "
+             "intervals are 95%: across seeds (Student t) for the accuracy, a two-level bootstrap over seeds and "
+             "held-out pairs for the paired difference to DPO. Drift = mean |log pi - log pi_ref| over held-out "
+             "responses (nats). Train margin = mean log-ratio difference chosen - rejected over the last quarter of "
+             "steps (nats; own pairs, all pairs for unpaired methods). Judge win rates against SFT (sampling) "
+             "were not run in this study.", ""]
+    for setting, rows in report["tables"].items():
+        lines += [f"## {setting}", "", "| method | beta | accuracy [95% CI] | vs DPO [95% CI] | drift | "
+                  "chosen / rejected log-prob change | train margin | train acc. | wins/ties/losses | seeds |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            difference = row.get("difference_to_dpo")
+            lines.append(
+                f"| {row['label']} | {row['beta']:g} | {_interval(row['accuracy'])} | "
+                f"{_interval(difference) if difference else '-'} | {_interval(row['drift'], percent=False)} | "
+                f"{row['chosen_logp_change']:+.2f} / {row['rejected_logp_change']:+.2f} | "
+                f"{row['train_margin_nats']:.2f} | {row['train_accuracy']:.0%} | "
+                f"{row['wins']}/{row['ties']}/{row['losses']} | {len(row['seeds'])} |")
+        lines.append("")
+    if report["missing"]:
+        lines += ["## Missing runs", "", "Not in the cache when this report was written (resume with the same "
+                  "command): " + ", ".join(report["missing"]), ""]
+    return "\n".join(lines)
+
+
+def write_report(output_dir: str | Path, settings: StudySettings, command: str = "rpo-tutorial study",
+                 copy_to: str | Path | None = None) -> dict:
+    """Write study.json, study.md and the figures into ``output_dir`` (and ``copy_to``)."""
+    from rpo_tutorial.plots.study import plot_accuracy_bars, plot_learning_curves
+
+    report = build_report(output_dir, settings)
+    report["command"] = command
+    for folder in [Path(output_dir)] + ([Path(copy_to)] if copy_to is not None else []):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "study.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+        (folder / "study.md").write_text(markdown(report, command))
+        if report["tables"]:
+            plot_learning_curves(report["curves"], folder / "study_learning_curves.png")
+            plot_accuracy_bars(report["tables"], folder / "study_accuracy.png")
+    return report

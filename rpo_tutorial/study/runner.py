@@ -1,0 +1,201 @@
+"""Run a study: every (setting, seed, method), each cached on disk, then the report.
+
+    from rpo_tutorial.study.runner import run_study
+    from rpo_tutorial.study.settings import StudySettings
+    run_study("outputs/study", StudySettings())                      # the committed study (~1 h, CPU)
+    run_study("/tmp/s", StudySettings(model="tiny-random:llama", ...))  # tests: seconds
+
+Layout of ``output_dir``::
+
+    runs/<setting>/seed<k>/<method>.json   one finished run (curves, held-out log-probs)
+    runs/<setting>/seed<k>/sft.pt          the seed's SFT weights (top layers) and reference log-probs
+    features/<setting>.pt                  trunk features of every sequence (shared by all seeds)
+    study.json, study.md, *.png            the report (``report.write_report``)
+
+A run is trained only when its JSON is absent, so an interrupted study resumes where it
+stopped and never retrains a finished run. Each JSON records the settings it was trained with; a
+cache made with other settings is refused (name a new folder) rather than mixed in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from rpo_tutorial.study import train as training
+from rpo_tutorial.study.data import SettingData, build_setting, setting_rows
+from rpo_tutorial.study.settings import StudySettings
+from rpo_tutorial.study.trunk import TopStack
+from rpo_tutorial.training.threads import apply_num_threads
+
+# fields that do not change what a run computes (so a cache stays valid when they change)
+_NOT_TRAINING = {"settings", "methods", "tau_ablation", "seeds", "bootstrap_samples", "num_threads"}
+# fields the trunk features depend on; the SFT reference depends on these and on _SFT_FIELDS
+_FEATURE_FIELDS = {"model", "trainable_layers", "train_pairs", "heldout_per_cluster", "hh_train_pairs",
+                   "hh_heldout_pairs", "max_length", "max_prompt_length", "hh_max_length", "hh_max_prompt_length",
+                   "eval_batch_size"}
+_SFT_FIELDS = {"batch_size", "sft_learning_rate", "max_grad_norm"}
+
+
+def fingerprint(settings: StudySettings, fields: set[str] | None = None) -> dict:
+    """The settings that determine a run's result (stored in each cached run and compared on resume).
+
+    ``fields``: only these (the features and the SFT reference depend on fewer fields than a run).
+    """
+    values = dataclasses.asdict(settings)
+    return {key: value for key, value in values.items()
+            if key not in _NOT_TRAINING and (fields is None or key in fields)}
+
+
+def run_path(output_dir: Path, setting: str, seed: int, method_key: str) -> Path:
+    return output_dir / "runs" / setting / f"seed{seed}" / f"{method_key}.json"
+
+
+def read_run(path: Path, settings: StudySettings) -> dict | None:
+    """A cached run, or None if absent; raises if it was made with other settings."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("settings") != fingerprint(settings):
+        changed = sorted(key for key, value in fingerprint(settings).items()
+                         if record.get("settings", {}).get(key) != value)
+        raise ValueError(f"{path} was trained with other settings ({changed}); use a new output folder or the "
+                         "same settings")
+    return record
+
+
+def load_model(settings: StudySettings):
+    """(tokenizer, model) of ``settings.model``."""
+    from rpo_tutorial.models.loading import load_policy, load_tokenizer, tiny_model
+
+    tokenizer = load_tokenizer()
+    if settings.model.startswith("tiny-random:"):
+        model = tiny_model(len(tokenizer), architecture=settings.model.split(":", 1)[1], num_layers=3)
+    else:
+        model = load_policy() if settings.model == "bundled" else load_policy(settings.model)
+    return tokenizer, model
+
+
+class Progress:
+    """One line per run with the elapsed time and an estimate of the time left."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled, self.began = total, 0, enabled, time.perf_counter()
+        self.trained, self.trained_seconds = 0, 0.0
+
+    def say(self, message: str) -> None:
+        if self.enabled:
+            minutes, seconds = divmod(int(time.perf_counter() - self.began), 60)
+            print(f"[{minutes:02d}:{seconds:02d}] {message}", flush=True)
+
+    def finished(self, name: str, record: dict, seconds: float | None) -> None:
+        self.done += 1
+        if seconds is not None:
+            self.trained, self.trained_seconds = self.trained + 1, self.trained_seconds + seconds
+        left = self.total - self.done
+        estimate = (f"~{left * self.trained_seconds / self.trained / 60:.0f} min left" if self.trained
+                    else "no estimate yet")
+        final = record["evals"][-1]
+        how = f"{seconds:.0f} s" if seconds is not None else "cached"
+        self.say(f"run {self.done}/{self.total} {name}: held-out accuracy {final['accuracy']:.1%} "
+                 f"({final['wins']}/{final['ties']}/{final['losses']}), drift {final['drift']:.2f} nats, "
+                 f"{how}; {left} left, {estimate}")
+
+
+def run_study(output_dir: str | Path, settings: StudySettings | None = None, progress: bool = True,
+              report: bool = True, embed: Callable | None = None) -> dict:
+    """Train every missing run, then write the report; returns ``{(setting, seed, method): record}``.
+
+    Args:
+        embed: ``texts -> (K, D)`` prompt embeddings (default: the bundled all-MiniLM-L6-v2).
+    """
+    settings = settings if settings is not None else StudySettings()
+    settings.check()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    available = {name: setting_rows(name, settings) for name in settings.settings}
+    plan = [(name, seed, method) for seed in settings.seeds for name in settings.settings
+            if available[name] is not None for method in settings.method_list(name)]
+    log = Progress(len(plan), progress)
+    for name, rows in available.items():
+        if rows is None:
+            log.say(f"setting {name!r} skipped: its data file is absent")
+    results: dict = {}
+    state: dict = {}
+    for name, seed, method in plan:
+        path = run_path(output_dir, name, seed, method.key)
+        record = read_run(path, settings)
+        seconds = None
+        if record is None:
+            began = time.perf_counter()
+            threads = apply_num_threads(settings.num_threads)
+            stack, data = _setting(state, name, available[name], settings, output_dir, embed, log)
+            sft = _sft(state, stack, data, settings, seed, output_dir, log)
+            log.say(f"training {name} seed {seed} {method.label} ({settings.steps} steps, {threads} thread(s))")
+            record = training.train_method(stack, data, method, settings, seed, sft)
+            record.update(setting=name, settings=fingerprint(settings), sft_seconds=sft.get("seconds"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".tmp").write_text(json.dumps(record))
+            path.with_suffix(".tmp").replace(path)  # a run is cached whole or not at all
+            seconds = time.perf_counter() - began
+        results[(name, seed, method.key)] = record
+        log.finished(f"{name} seed {seed} {method.key}", record, seconds)
+    if report:
+        from rpo_tutorial.study.report import write_report
+
+        write_report(output_dir, settings)
+    return results
+
+
+def _setting(state: dict, name: str, rows, settings: StudySettings, output_dir: Path, embed, log: Progress
+             ) -> tuple[TopStack, SettingData]:
+    """The model split (loaded once) and the setting's trunk features (built once, cached on disk)."""
+    if "stack" not in state:
+        tokenizer, model = load_model(settings)
+        state.update(stack=TopStack(model, settings.trainable_layers), tokenizer=tokenizer)
+        state["pristine"] = state["stack"].state()
+    if state.get("setting_name") != name:
+        path = output_dir / "features" / f"{name}.pt"
+        key = {"settings": fingerprint(settings, _FEATURE_FIELDS), "setting": name}
+        cached = torch.load(path, weights_only=False) if path.is_file() else None
+        if cached is not None and cached.get("key") == key:
+            data = cached["data"]
+        else:
+            log.say(f"setting {name}: tokenizing {len(rows[0])} train and {len(rows[1])} held-out pairs, "
+                    "running the frozen layers once")
+            data = build_setting(name, rows[0], rows[1], state["stack"], state["tokenizer"], settings,
+                                 embed or _bundled_embed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"key": key, "data": data}, path)
+        state.update(setting_name=name, data=data, sft_key=None)
+    return state["stack"], state["data"]
+
+
+def _sft(state: dict, stack: TopStack, data: SettingData, settings: StudySettings, seed: int, output_dir: Path,
+         log: Progress) -> dict:
+    """The seed's SFT reference (trained once per setting and seed, cached on disk)."""
+    key = (data.name, seed)
+    if state.get("sft_key") == key:
+        return state["sft"]
+    path = output_dir / "runs" / data.name / f"seed{seed}" / "sft.pt"
+    cached = torch.load(path, weights_only=False) if path.is_file() else None
+    sft_key = fingerprint(settings, _FEATURE_FIELDS | _SFT_FIELDS)
+    if cached is not None and cached.get("settings") == sft_key:
+        sft = cached["sft"]
+    else:
+        log.say(f"SFT reference for {data.name} seed {seed}: one pass over {len(data.train_pairs)} chosen responses")
+        sft = training.run_sft(stack, data, settings, seed, state["pristine"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"settings": sft_key, "sft": sft}, path)
+    state.update(sft_key=key, sft=sft)
+    return sft
+
+
+def _bundled_embed(texts: list[str]) -> torch.Tensor:
+    from rpo_tutorial.data.embeddings import PromptEmbedder
+
+    return PromptEmbedder().embed(texts, show_progress=False)
