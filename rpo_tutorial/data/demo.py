@@ -81,6 +81,8 @@ def read_demo_file(path: str | Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"demo data file not found: {path} (regenerate: python scripts/make_demo_dataset.py)")
     check_data_file(path, "a demo JSONL file")
+    if path.name.lower().endswith(".gz"):
+        raise data_error(path, "demo data is plain JSONL; decompress it first")
     rows, seen_ids, seen_pairs = [], set(), {}
     with path.open("rb") as handle:
         for line_number, raw in enumerate(handle, start=1):

@@ -81,9 +81,11 @@ class LoadReport:
             where = ", ".join(f"{row.source}:{row.index}" if several_sources else str(row.index) for row in rows)
             parts.append(f"{reason}: {count} (first rows {where})")
         origin = ", ".join(self.sources) or "the input"
-        text = f"skipped {self.skipped} of {self.total} rows from {origin}: " + ("; ".join(parts) or "none")
+        text = f"skipped {self.skipped} of {self.total} rows from {origin}: " + "; ".join(parts) if parts else \
+            f"read {self.total} rows from {origin}"
         if self.duplicates:
-            text += f"; kept {len(self.duplicates)} duplicate rows (positions {self.duplicates[:limit]})"
+            text += (f"; kept {len(self.duplicates)} rows that repeat an earlier row "
+                     f"(positions {self.duplicates[:limit]})")
         return text
 
     def merge(self, other: "LoadReport") -> None:
@@ -152,9 +154,8 @@ def finish(rows: list[dict], report: LoadReport, loader: str) -> PreferenceData:
         raise DataError(f"{loader}: no valid row: {report.summary()}")
     report.duplicates = duplicate_positions(rows)
     if report.invalid or report.duplicates:
-        warnings.warn(
-            f"{loader}: {report.summary()}. Pass strict=True to raise on the first invalid row, "
-            "drop_duplicates(rows) to drop repeats; the counts are in .report.",
-            stacklevel=3,
-        )
+        advice = ["pass strict=True to raise on the first invalid row"] if report.invalid else []
+        advice += ["drop_duplicates(rows) drops the repeats"] if report.duplicates else []
+        warnings.warn(f"{loader}: {report.summary()}. To change this: {', or '.join(advice)}; the counts are in "
+                      ".report.", stacklevel=3)
     return PreferenceData(rows, report)

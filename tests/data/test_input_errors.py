@@ -65,7 +65,7 @@ def test_alpaca_error_does_not_suggest_an_argument_it_lacks(tmp_path):
 def test_duplicate_rows_are_counted_warned_and_can_be_dropped(tmp_path):
     rows = [{"prompt": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(4)]
     path = write_jsonl(tmp_path / "pairs.jsonl", rows + [rows[1], rows[3], rows[1]])
-    with pytest.warns(UserWarning, match=r"kept 3 duplicate rows \(positions \[4, 5, 6\]\)"):
+    with pytest.warns(UserWarning, match=r"kept 3 rows that repeat an earlier row \(positions \[4, 5, 6\]\)"):
         loaded = load_preferences(path)
     assert len(loaded) == 7 and loaded.report.duplicates == [4, 5, 6]
     unique = drop_duplicates(loaded)
