@@ -34,8 +34,10 @@ $(LAB_STAMP): $(STAMP)
 	touch $(LAB_STAMP)
 
 # Extra options through LAB_ARGS, e.g. make lab LAB_ARGS="--no-browser --port 8890".
+# Jupyter refuses to run as root without --allow-root (containers, Colab-like VMs); added only there.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(LAB_STAMP)
-	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
+	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m rpo_tutorial demo --output-dir $(DEMO_OUT)

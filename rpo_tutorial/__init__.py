@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "RPOConfig": "rpo_tutorial.training.config",
     "get_preset": "rpo_tutorial.training.config",
+    "official_convention": "rpo_tutorial.training.official",
     "RPOTrainer": "rpo_tutorial.training.trainer",
     "run_training": "rpo_tutorial.training.run",
     "run_sft": "rpo_tutorial.training.run",

@@ -77,9 +77,10 @@ def test_make_lab_serves_the_notebooks_with_a_python_kernel(tmp_path):
         specs = get_json(f"http://127.0.0.1:{port}/api/kernelspecs?token={TOKEN}")
         assert "python3" in specs["kernelspecs"]
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # the server and any kernel it started
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -281,15 +281,15 @@ per_token = torch.cat([chosen_logratios, rejected_logratios]) / response_tokens.
 print(f"log-ratio per response token: chosen {per_token[:M].mean():+.3f}, rejected {per_token[M:].mean():+.3f} nats")
 
 # %% [markdown]
-# How to read these numbers. The raw differences are tens of nats and follow length: that is what the
-# log-ratio removes. The log-ratios are much smaller, but they are still *sums over tokens*, so they can
-# still follow length: when the policy moves every token of a response by about the same amount (the
-# per-token log-ratios above), a longer response moves further. A negative correlation (about -0.6 in the
-# full run on the HH pairs) means that $s_{ij}$ is smaller where chosen response $i$ is longer than rejected
-# response $j$, i.e. the tuned norm lowered the log-probability of long responses more. With 8 pairs this is
-# a weak, noisy estimate, not a property of RPO; but it is the length bias DPO is known for, RPO inherits it
-# (its contrasts are the same sums), and length-normalised variants (dividing each log-ratio by the
-# response's token count) remove it.
+# How to read these numbers. The raw differences are tens of nats and follow length (about -0.85 in the full
+# run): that is what the log-ratio removes. The log-ratios are much smaller, but they are still *sums over
+# tokens*, so they can follow length too. In the full run the policy raised the chosen responses by about
+# +0.15 nats per token and lowered the rejected ones by about 0.10 per token, so a long rejected response
+# gets a very negative $r_j$ and large contrasts $s_{ij}$ in its column: $s_{ij}$ grows as rejected response $j$
+# gets longer than chosen response $i$, which is the negative correlation (about -0.60). With 8 pairs this
+# is a noisy estimate, not a property of RPO; but it is DPO's known length effect, RPO inherits it (its
+# contrasts are the same sums), and length-normalised variants (each log-ratio divided by the response's
+# token count) remove it.
 
 # %% [markdown]
 # ## 6. The unpaired $M \times N$ matrix
@@ -314,11 +314,14 @@ print(unpaired_matrix)
 # %% [markdown]
 # ## 7. Heatmaps, and from the matrix to the RPO loss
 #
-# Red entries are contrasts the policy already gets right ($s_{ij} > 0$), blue ones it gets wrong; one colour
-# scale for all panels. The left panel is the policy after its first DPO step, when some contrasts are
-# still wrong; the middle one after all steps, when (in the full run) every contrast is right. The outlined
-# diagonal is everything DPO sees. Row labels give the prompt's topic and the words that tell it apart from
-# its same-topic partner.
+# Red entries are contrasts the policy gets right ($s_{ij} > 0$), blue would be ones it gets wrong; one
+# colour scale for all panels, and each panel's title counts the wrong ones. In the full run there is **no
+# blue at all**: already after the first DPO step (left) every chosen response has moved up and every
+# rejected response down relative to the reference, by a little (entries near 0.1); the next steps only
+# widen the margins (middle). So on these 8 pairs DPO's side effect covers every cross-prompt contrast; on
+# real training batches some stay wrong, and those are what RPO's extra terms push on. The outlined diagonal
+# is everything DPO sees. Row labels give the prompt's topic and the words that tell it apart from its
+# same-topic partner.
 
 # %%
 def distinguishing_label(index: int) -> str:

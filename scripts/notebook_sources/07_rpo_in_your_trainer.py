@@ -238,4 +238,5 @@ if trl is not None:
 # **What differs from the package's own trainer.** TRL tokenizes with its own rules (the chat template,
 # then the completion) and its reference model runs live; the contrast matrix spans each device's batch
 # (`contrast_scope="local"`, as the official code); unpaired data and the other weighting strategies need the
-# package's trainer (`rpo-tutorial train`). The subclass is 80 lines: `rpo_tutorial/training/trl_rpo.py`.
+# package's trainer (`rpo-tutorial train`). The subclass and its collator are about 60 lines:
+# `rpo_tutorial/training/trl_rpo.py`.
