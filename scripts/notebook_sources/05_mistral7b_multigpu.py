@@ -13,10 +13,11 @@
 # 6. The run itself, and its metrics
 # 7. Resuming an interrupted run
 #
-# **Hardware.** The default run needs 8 GPUs with at least 40 GB each (A100 / H100) and internet access
-# (the model and HH come from the Hugging Face hub). With `RPO_SMOKE=1` the *same code path* (the same
-# CLI, the same trainer, two processes with the global contrast matrix) runs on a CPU in under a minute,
-# with a tiny random Mistral instead of the 7B one.
+# **Hardware.** The default run needs 8 GPUs with at least 40 GB each (A100 / H100; about 22 GB per GPU
+# are used, section 3) and internet access (the model and HH come from the Hugging Face hub). On a machine
+# without them the real mode stops at section 6 with a message saying what it would need. With
+# `RPO_SMOKE=1` the *same code path* (the same CLI, the same trainer, two processes with the global
+# contrast matrix) runs on a CPU in under a minute, with a tiny random Mistral instead of the 7B one.
 
 # %%
 import os
@@ -41,12 +42,24 @@ from rpo_tutorial.training import estimates as estimates
 from rpo_tutorial import paths
 from rpo_tutorial.training.config import PAPER_NUM_GPUS, get_preset
 from rpo_tutorial.training.estimates import GB, MISTRAL_7B
+from rpo_tutorial.training.launch import paper_launch_commands
 from rpo_tutorial.data.run_logs import read_metrics
 from rpo_tutorial.plots.training import plot_training_curves
 
 RUN_DIR = paths.REPO_ROOT / "outputs" / ("05_smoke" if SMOKE else "05_mistral7b")  # outputs/ is git-ignored
 FIGURES_DIR = paths.cache_dir() / "smoke-figures" if SMOKE else paths.figures_dir()  # smoke leaves figures/ alone
 print(f"SMOKE={SMOKE}: {NUM_PROCESSES} processes, outputs in {RUN_DIR}")
+
+
+def stop_here(message: str) -> None:
+    """A styled notice instead of a traceback: what this cell would need, and what to do instead."""
+    try:
+        from IPython.display import HTML, display
+
+        display(HTML('<div style="border-left: 6px solid #d9822b; background: #fff4e5; padding: 10px 14px; '
+                     f'margin: 6px 0; font-family: sans-serif"><b>Not run on this machine.</b> {message}</div>'))
+    except ImportError:  # outside IPython
+        print(f"NOT RUN ON THIS MACHINE: {message}")
 
 # %% [markdown]
 # ## 1. The configuration
@@ -73,31 +86,26 @@ assert global_batch == 64
 # ## 2. Launch commands
 #
 # `accelerate launch` starts one process per GPU and `configs/fsdp_mistral7b_8gpu.yaml` tells it to shard
-# with FSDP (each decoder layer one unit, bf16, activation checkpointing). Stage 1 trains the SFT model;
-# stage 2 starts from it, and that same SFT model is the frozen reference $\pi_{\text{ref}}$.
-# `--contrast-scope global` makes the contrast matrix span the whole global batch of 64 pairs (section 5);
-# leave it out to reproduce the official code's per-GPU matrices.
+# with FSDP2 (each decoder layer one unit, bf16, activation checkpointing, sharded checkpoints). That file
+# is the one source of truth: launched with it, the preset's own `fsdp` fields step aside, and rank 0
+# prints the effective settings at start. Stage 1 trains the SFT model; stage 2 starts from it, and that
+# same SFT model is the frozen reference $\pi_{\text{ref}}$, sharded exactly like the policy (bf16 shards,
+# no gradients, no optimizer state). The final folder of each stage holds a consolidated model that
+# `from_pretrained` loads, so stage 1's folder is stage 2's `--model`.
 #
-# DeepSpeed ZeRO-3 does the same sharding (`pip install deepspeed`): use
-# `configs/deepspeed_zero3_8gpu.yaml` and turn the preset's FSDP fields off (`--no-fsdp --fsdp-layer-class none`).
-# On a machine with less memory per GPU, add `--reference precomputed`: the reference log-probs are
-# computed in one pass before training and stored with the data, so no second 7B model stays in memory.
+# The default `--contrast-scope local` reproduces the official code's per-GPU matrices;
+# `--contrast-scope global` makes the contrast matrix span the whole global batch of 64 pairs (section 5).
+#
+# DeepSpeed ZeRO-3 does the same sharding (`pip install deepspeed`): use `configs/deepspeed_zero3_8gpu.yaml`;
+# the launcher's config wins over the preset's FSDP fields, so no extra flag is needed.
+# With `--reference precomputed` the reference log-probs are computed in one pass before training (the
+# reference sharded as in training, each GPU on its share of the data) and stored with the data, so no
+# second model stays in memory during training.
 
 # %%
 SFT_DIR, RPO_DIR = "runs/mistral-sft", "runs/mistral-rpo"
-fsdp_launch = ["accelerate", "launch", "--config_file", "configs/fsdp_mistral7b_8gpu.yaml", "-m", "rpo_tutorial"]
-zero3_launch = ["accelerate", "launch", "--config_file", "configs/deepspeed_zero3_8gpu.yaml", "-m", "rpo_tutorial"]
-commands = {
-    "1. SFT (FSDP)": fsdp_launch + ["sft", "--preset", "paper", "--output-dir", SFT_DIR],
-    "2. RPO (FSDP)": fsdp_launch + ["train", "--preset", "paper", "--model", SFT_DIR, "--contrast-scope", "global",
-                                    "--output-dir", RPO_DIR],
-    "2'. RPO (DeepSpeed ZeRO-3)": zero3_launch + ["train", "--preset", "paper", "--no-fsdp", "--fsdp-layer-class",
-                                                  "none", "--model", SFT_DIR, "--contrast-scope", "global",
-                                                  "--output-dir", RPO_DIR],
-    "resume an interrupted RPO run": fsdp_launch + ["train", "--preset", "paper", "--model", SFT_DIR,
-                                                    "--contrast-scope", "global", "--output-dir", RPO_DIR,
-                                                    "--resume-from-checkpoint", "last"],
-}
+commands = paper_launch_commands(SFT_DIR, RPO_DIR)  # each one is parsed by tests/training/test_launch.py
+fsdp_launch = commands["1. SFT (FSDP2)"][:6]  # accelerate launch --config_file ... -m rpo_tutorial
 for name, command in commands.items():
     print(f"# {name}\n{shlex.join(command)}\n")
 
@@ -117,8 +125,10 @@ for name, command in commands.items():
 #
 # * float32 weights, float32 gradients, and RMSprop's one float32 running average of $g^2$:
 #   $(4 + 4 + 4)\,N / G$ bytes. (Adam would add another $4N/G$.)
-# * the frozen reference in bf16, sharded the same way: $2N/G$; zero with precomputed reference log-probs;
-# * while a layer runs, FSDP gathers its full bf16 weights (and prefetches the next one).
+# * the frozen reference, sharded the same way in bf16 (the values the policy computes with): $2N/G$;
+#   zero with precomputed reference log-probs. Under plain DDP it would be a float32 replica, $4N$;
+# * while a layer runs, FSDP gathers its full bf16 weights (and prefetches the next one), and FSDP2 keeps
+#   the bf16 output head gathered from the end of forward to the start of backward.
 #
 # Activations of one micro-batch: 8 pairs are **16 sequences** (chosen and rejected stacked) of up to 512
 # tokens, $T = 8192$ tokens per GPU. With activation checkpointing each layer keeps only its input,
@@ -136,18 +146,26 @@ print(f"N = {num_params:,} parameters; bf16 weights alone: {2 * num_params / GB:
 for reference in ("model", "precomputed"):
     memory = estimates.per_gpu_memory(MISTRAL_7B, num_gpus=PAPER_NUM_GPUS, sequences=sequences,
                                       sequence_length=paper.max_length, reference=reference)
-    print(f"reference={reference!r}: per GPU")
+    print(f"FSDP2, reference={reference!r}: per GPU")
     for term, value in memory.items():
         print(f"  {term:22s} {value / GB:6.2f} GB")
     print()
-no_sharding = sum(estimates.training_state_bytes(num_params, num_gpus=1).values())
-print(f"without sharding (plain DDP) the training state alone is {no_sharding / GB:.0f} GB per GPU: "
-      "more than any GPU holds, hence FSDP / ZeRO-3.")
+print("total per GPU by launcher (reference model / precomputed):")
+for launcher in estimates.LAUNCHERS:
+    totals = [estimates.per_gpu_memory(MISTRAL_7B, PAPER_NUM_GPUS, sequences, paper.max_length, reference=r,
+                                       launcher=launcher)["total"] / GB for r in ("model", "precomputed")]
+    reference_alone = estimates.reference_bytes(num_params, PAPER_NUM_GPUS, launcher) / GB
+    print(f"  {launcher:6s} {totals[0]:6.1f} GB / {totals[1]:6.1f} GB   (the reference alone: {reference_alone:.1f} GB)")
+host = estimates.host_memory_per_node(num_params, PAPER_NUM_GPUS) / GB
+host_all = estimates.host_memory_per_node(num_params, PAPER_NUM_GPUS, ram_efficient=False) / GB
+print(f"\nhost RAM while loading: {host:.0f} GB with RAM-efficient loading (rank 0 only), {host_all:.0f} GB without")
 
 # %% [markdown]
-# So about 22 GB per GPU with a live reference model and 20 GB with precomputed reference log-probs:
-# the run fits 40 GB A100s with room for the CUDA context, communication buffers and fragmentation, and an
-# 80 GB GPU could double the micro-batch. Without checkpointing every layer keeps its working set:
+# So about 22 GB per GPU with a live reference model and 20 GB with precomputed reference log-probs, under
+# FSDP2 or ZeRO-3 alike: the run fits 40 GB A100s with room for the CUDA context (~1 GB), communication
+# buffers and fragmentation, and an 80 GB GPU could double the micro-batch. Plain DDP (124 GB) fits no GPU.
+# `benchmarks/gpu_check.py` measures the FSDP2 terms on one GPU. Without checkpointing every layer keeps
+# its working set:
 
 # %%
 no_checkpointing = estimates.activation_bytes(MISTRAL_7B, sequences, paper.max_length, checkpointing=False)
@@ -206,9 +224,11 @@ print(f"other prompts a chosen response is contrasted with: {per_gpu - 1} (local
 #
 # Smoke mode runs the same command line with two CPU processes (gloo) and a tiny random Mistral
 # (`--model tiny-random:mistral`: 2 layers of width 64, with the SmolLM2 tokenizer) on 16 rows of the demo
-# dataset, with the global contrast matrix. Two CPU processes are started with `torchrun`:
-# `accelerate launch` starts several *CPU* processes only through MPI, so with a CPU config and
-# no MPI it would run a single process. On GPUs, `accelerate launch` as above.
+# dataset, with the global contrast matrix. The two CPU processes are started with `torchrun`
+# (`accelerate launch` with a config of `use_cpu: true` and `num_processes: 2` starts two gloo processes
+# too). On CPU processes accelerate always uses DDP, never FSDP: the run warns if FSDP was asked for.
+# CI runs FSDP2 itself on two CPU processes against DDP in `tests/training/test_fsdp.py`. On GPUs,
+# `accelerate launch` as in section 2.
 #
 # Every process writes the same metrics (the trainer reduces them over processes), and process 0 appends
 # one JSON object per logging step to `metrics.jsonl`.
@@ -230,9 +250,13 @@ else:
                          "--output-dir", str(RUN_DIR / "rpo")],
     }
     environment = dict(os.environ)
-    if torch.cuda.device_count() < PAPER_NUM_GPUS:
-        raise RuntimeError(f"the paper run needs {PAPER_NUM_GPUS} GPUs, found {torch.cuda.device_count()}; "
-                           "run the commands of section 2 on an 8-GPU machine, or set RPO_SMOKE=1")
+CAN_RUN = SMOKE or torch.cuda.device_count() >= PAPER_NUM_GPUS
+if not CAN_RUN:
+    stop_here(f"The paper run needs {PAPER_NUM_GPUS} GPUs with at least 40 GB each (about 22 GB used per GPU, "
+              f"section 3) and the Hugging Face hub; this machine has {torch.cuda.device_count()} GPU(s). "
+              "Run the commands of section 2 on an 8-GPU machine, or set <code>RPO_SMOKE=1</code> for the same "
+              "code path on two CPU processes. The cells below skip too.")
+    stages_to_run = {}
 
 for name, command in stages_to_run.items():
     print(f"$ {shlex.join(command[2:] if SMOKE else command)}")
@@ -256,7 +280,9 @@ for name, command in stages_to_run.items():
 # weights really span both processes.
 
 # %%
-records = [r for r in read_metrics(RUN_DIR / "rpo" / "metrics.jsonl") if "loss" in r]
+records = [r for r in read_metrics(RUN_DIR / "rpo" / "metrics.jsonl") if "loss" in r] if CAN_RUN else []
+if not CAN_RUN:
+    stop_here("No run, so no metrics: see section 6.")
 print(f"{len(records)} logged steps")
 for record in records:
     print(f"step {record['step']}: loss {record['loss']:.4f}  margins {record['rewards/margins']:+.4f}  "
@@ -265,26 +291,31 @@ assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
 if SMOKE:  # a local 4 x 4 matrix could not have a row entropy above log 4
     per_process = get_preset("smoke").per_device_train_batch_size
     assert max(r["weights/row_entropy"] for r in records) > math.log(per_process), "contrast matrix is not global"
-plot_training_curves({"RPO, global contrast": RUN_DIR / "rpo"},
-                     path=FIGURES_DIR / ("smoke_multigpu_curves.png" if SMOKE else "mistral7b_training_curves.png"));
+if CAN_RUN:
+    plot_training_curves({"RPO, global contrast": RUN_DIR / "rpo"},
+                         path=FIGURES_DIR / ("smoke_multigpu_curves.png" if SMOKE else "mistral7b_training_curves.png"));
 
 # %% [markdown]
 # ## 7. Resuming
 #
 # Every `save_steps` optimizer steps (500 in the paper preset, about a fifth of the epoch) the trainer
-# writes `checkpoint-<step>/`: the sharded model and optimizer state, the scheduler, `trainer_state.json`
+# writes `checkpoint-<step>/`: the sharded model and optimizer state (fast: no gather), the scheduler, `trainer_state.json`
 # (the step, the logged history) and one random-number state per process (`rng_state_<rank>.pth`), which
 # makes the data order after resuming the same as without the interruption. Rerun the same command with
 # `--resume-from-checkpoint last` (section 2): it picks the newest `checkpoint-*` folder in `--output-dir`,
 # skips the batches already seen and goes on, appending to the same `metrics.jsonl`.
-# `tests/test_resume.py` checks that a resumed run reproduces the losses of an uninterrupted one.
+# `tests/training/test_resume.py` checks that a resumed run reproduces the losses of an uninterrupted one, and
+# `tests/training/test_fsdp.py` does the same for a sharded FSDP2 checkpoint on two processes.
 
 # %%
 checkpoints = sorted((RUN_DIR / "rpo").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 print("checkpoints:", [p.name for p in checkpoints])
-last = checkpoints[-1]
-state = json.loads((last / "trainer_state.json").read_text())
-print(f"{last.name}: global_step {state['global_step']}, files:")
-for item in sorted(last.iterdir()):
-    print("  ", item.name)
+if checkpoints:
+    last = checkpoints[-1]
+    state = json.loads((last / "trainer_state.json").read_text())
+    print(f"{last.name}: global_step {state['global_step']}, files:")
+    for item in sorted(last.iterdir()):
+        print("  ", item.name)
+else:
+    stop_here("No checkpoints: the run of section 6 did not take place on this machine.")
 print("\nto resume:", shlex.join(commands["resume an interrupted RPO run"]))

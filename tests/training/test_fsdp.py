@@ -62,3 +62,10 @@ def test_the_final_fsdp_folder_loads_with_from_pretrained_and_equals_the_ddp_mod
 @pytest.mark.slow
 def test_bf16_fsdp_log_ratios_are_exactly_zero_before_the_first_step(results):
     assert results["bf16_step0_max_abs_log_ratio"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_process_stops_every_process_naming_the_step(results):
+    rank0, rank1 = results["nan_messages"]
+    assert "step 2" in rank1 and "policy log-probabilities" in rank1
+    assert "step 2" in rank0 and "another process" in rank0

@@ -9,7 +9,9 @@ One launch, every case (the test reads OUT_DIR/results.json):
    run of 4 steps (float32) with the same data; their losses, whether the reference's parameters
    are DTensor shards, the final folder loaded with ``from_pretrained`` (compared with the DDP
    model), and a sharded checkpoint resumed with ``resume_from_checkpoint=True`` ("last");
-3. bf16 under FSDP2: the step-0 log-ratios (policy vs sharded reference), which must be exactly 0.
+3. bf16 under FSDP2: the step-0 log-ratios (policy vs sharded reference), which must be exactly 0;
+4. DDP, a parameter set to NaN on process 1 only after step 1: both processes must stop at step 2
+   with the message (not process 0 waiting in the next collective until the timeout).
 """
 from __future__ import annotations
 
@@ -137,6 +139,31 @@ def bf16_step0_log_ratios(root: Path) -> float:
     return seen[0].abs().max().item()
 
 
+def nan_on_one_process(root: Path) -> list[str]:
+    from transformers import TrainerCallback
+
+    from rpo_tutorial.training.trainer import NonFiniteLossError
+
+    class PoisonProcessOne(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 1 and dist.get_rank() == 1:
+                with torch.no_grad():
+                    next(model.parameters()).fill_(float("nan"))
+
+    trainer, _ = build_trainer(config_for(root / "nan", max_steps=3, save_steps=0, reference="precomputed"),
+                               rows=ROWS)
+    trainer.add_callback(PoisonProcessOne())
+    message = "no error"
+    try:
+        trainer.train()
+    except NonFiniteLossError as error:
+        message = str(error)
+    reset_accelerator()
+    messages = [None, None]
+    dist.all_gather_object(messages, message)
+    return messages
+
+
 def main() -> None:
     root = Path(sys.argv[1])
     results = {"refused": fsdp_refused_without_the_switch(root)}
@@ -144,6 +171,7 @@ def main() -> None:
     for reference, scope in (("model", "global"), ("precomputed", "local")):
         results.update(case(root, reference, scope))
     results["bf16_step0_max_abs_log_ratio"] = bf16_step0_log_ratios(root)
+    results["nan_messages"] = nan_on_one_process(root)  # DDP (no fsdp): the poisoned weight stays on rank 1
     if dist.get_rank() == 0:
         (root / "results.json").write_text(json.dumps(results, indent=1))
     dist.barrier()
