@@ -168,12 +168,14 @@ def apply_lora(model: torch.nn.Module, config: RPOConfig) -> torch.nn.Module:
 
 # ---- build and run ----------------------------------------------------------------------------
 def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy: torch.nn.Module | None = None,
-                  tokenizer=None) -> tuple[RPOTrainer, TokenizationReport]:
+                  tokenizer=None, eval_rows: Sequence[dict] | None = None) -> tuple[RPOTrainer, TokenizationReport]:
     """Everything up to ``trainer.train()``: data, models, reference, collator, trainer.
 
     Args:
         rows: use these rows instead of loading ``config.dataset`` (notebooks, tests).
         policy, tokenizer: use these instead of loading ``config.model`` (both or neither).
+        eval_rows: held-out rows, evaluated every ``logging_steps`` (``eval_loss``,
+            ``eval_rewards/accuracies``, ... in metrics.jsonl).
     """
     if (policy is None) != (tokenizer is None):
         raise ValueError("pass both policy and tokenizer, or neither")
@@ -193,12 +195,20 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
     elif config.needs_reference and config.reference == "precomputed":
         policy.to(args.device)  # the starting policy IS the reference: one pass before training
         examples = precompute_sharded(policy, examples, collator, config)
+    eval_examples = None
+    if eval_rows is not None:
+        eval_examples, _ = tokenize_rows(prepare_rows(list(eval_rows), config), tokenizer, config)
+        if config.needs_reference and config.reference == "precomputed":
+            eval_examples = precompute_sharded(policy.to(args.device), eval_examples, collator, config)
+        args = config.to_training_arguments(eval_strategy="steps", eval_steps=config.logging_steps,
+                                            per_device_eval_batch_size=config.per_device_train_batch_size)
     elif config.reference == "lora":
         policy = apply_lora(policy, config)
         if config.gradient_checkpointing:
             policy.enable_input_require_grads()
     trainer = RPOTrainer(model=policy, config=config, reference_model=reference, args=args,
-                         train_dataset=examples, data_collator=collator, processing_class=tokenizer)
+                         train_dataset=examples, eval_dataset=eval_examples, data_collator=collator,
+                         processing_class=tokenizer)
     return trainer, report
 
 
