@@ -33,7 +33,7 @@ def plot_learning_curves(curves: Mapping[str, Mapping[str, Sequence[Mapping[str,
             line, = ax.plot(steps, mean, marker="o", markersize=3, label=label)
             if values.shape[0] > 1:
                 ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.15)
-        ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+        ax.axhline(0.5 if metric == "accuracy" else 0.0, color="grey", linewidth=0.8, linestyle=":")
         ax.set_title(setting)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rpo_tutorial.study.runner import read_run, run_path
+from rpo_tutorial.study.cache import read_run, run_path
 from rpo_tutorial.study.settings import StudySettings
 from rpo_tutorial.study.stats import paired_bootstrap, pair_outcomes, seed_interval
 
@@ -70,14 +70,15 @@ def collect(output_dir: Path, settings: StudySettings) -> tuple[dict, list[str]]
 
 
 def _curves(found: dict) -> dict:
+    """Per setting and method: the train margin (nats) of each step, one list per seed."""
     curves = {}
     for setting, methods in found.items():
         for key, records in methods.items():
-            if "tau" in key and key != "rpo-emb-matched":
+            if "-tau" in key:
                 continue  # the tau ablation has its own table
-            steps = [e["step"] for e in records[0]["evals"]]
+            steps = [c["step"] for c in records[0]["curve"]]
             curves.setdefault(setting, {})[records[0]["label"]] = {
-                "step": steps, "values": [[e["accuracy"] for e in r["evals"]] for r in records]}
+                "step": steps, "values": [[c["margin_nats"] for c in r["curve"]] for r in records]}
     return curves
 
 
@@ -111,16 +112,50 @@ def _interval(stat: dict, percent: bool = True) -> str:
     return text
 
 
+SETTING_TEXT = {
+    "controlled": "demo prompts (8 topic clusters); happier response preferred in cooking/travel/pets/gardening, "
+                  "gloomier in sports/music/school/work (ground truth r* = sign(cluster) x VADER sentiment, "
+                  "`rpo_tutorial/data/controlled.py`)",
+    "control": "the same demo pairs, one criterion everywhere (happier response preferred)",
+    "hh": "Anthropic HH harmless-base test file, split by prompt",
+}
+
+
+def _setup(report: dict) -> list[str]:
+    s = report["settings"]
+    return [
+        f"Setup: model {'SmolLM2-135M-Instruct (bundled)' if s['model'] == 'bundled' else s['model']}, top {s['trainable_layers']} decoder layers + final norm "
+        f"trained, lower layers frozen; per seed one SFT reference (one pass over the train pairs' chosen "
+        f"responses, lr {s['sft_learning_rate']:g}) and one data order shared by every method; {s['steps']} "
+        f"AdamW steps of {s['batch_size']} pairs, lr {s['learning_rate']:g} for every method (fixed, not "
+        f"tuned on any method); beta {s['beta']:g} (DPO, KTO, RPO paper beta) and beta x N = "
+        f"{s['beta'] * s['batch_size']:g} (RPO matched); seeds {s['seeds']}; sequences of at most "
+        f"{s['max_length']} tokens ({s['hh_max_length']} for HH); held-out pairs: {s['heldout_per_cluster']} "
+        f"per cluster (demo settings), {s['hh_heldout_pairs']} (HH); train pairs: {s['train_pairs']} (demo), "
+        f"{s['hh_train_pairs']} (HH).", "",
+        "Settings: " + "; ".join(f"**{name}**: {text}" for name, text in SETTING_TEXT.items()
+                                 if name in s["settings"]) + ".", ""]
+
+
+def _saturation(report: dict) -> list[str]:
+    margins = [row["train_margin_nats"] for rows in report["tables"].values() for row in rows]
+    if not margins:
+        return []
+    return [f"Unsaturated? Train margins over the last quarter of steps range from {min(margins):.2f} to "
+            f"{max(margins):.2f} nats; the DPO sigmoid saturates when beta x margin reaches ~3-5, i.e. at ~30-50 "
+            "nats for beta 0.1 and ~4-6 nats for the matched beta 0.8 (see the learning-curve figure).", ""]
+
+
 def markdown(report: dict, command: str) -> str:
     """``study.md``: the command, machine, settings, one table per setting, what is missing."""
     lines = [f"# RPO study ({report['created']})", "", f"Command: `{command}`", "",
-             f"Machine: {report['machine']}.", "",
+             f"Machine: {report['machine']}.", "", *_setup(report),
              "Held-out implicit-reward accuracy counts a tie as half a win (see `rpo_tutorial/evaluation/evaluate.py`); "
              "intervals are 95%: across seeds (Student t) for the accuracy, a two-level bootstrap over seeds and "
              "held-out pairs for the paired difference to DPO. Drift = mean |log pi - log pi_ref| over held-out "
              "responses (nats). Train margin = mean log-ratio difference chosen - rejected over the last quarter of "
              "steps (nats; own pairs, all pairs for unpaired methods). Judge win rates against SFT (sampling) "
-             "were not run in this study.", ""]
+             "were not run in this study.", "", *_saturation(report)]
     for setting, rows in report["tables"].items():
         lines += [f"## {setting}", "", "| method | beta | accuracy [95% CI] | vs DPO [95% CI] | drift | "
                   "chosen / rejected log-prob change | train margin | train acc. | wins/ties/losses | seeds |",
@@ -137,6 +172,8 @@ def markdown(report: dict, command: str) -> str:
     if report["missing"]:
         lines += ["## Missing runs", "", "Not in the cache when this report was written (resume with the same "
                   "command): " + ", ".join(report["missing"]), ""]
+    lines += ["Figures: `study_learning_curves.png` (train margin per step, mean and range over seeds), "
+              "`study_accuracy.png` (held-out accuracy, mean and 95% interval across seeds).", ""]
     return "\n".join(lines)
 
 
@@ -152,6 +189,7 @@ def write_report(output_dir: str | Path, settings: StudySettings, command: str =
         (folder / "study.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
         (folder / "study.md").write_text(markdown(report, command))
         if report["tables"]:
-            plot_learning_curves(report["curves"], folder / "study_learning_curves.png")
+            plot_learning_curves(report["curves"], folder / "study_learning_curves.png", metric="margin_nats",
+                                 ylabel="train margin, log-ratio chosen - rejected (nats)")
             plot_accuracy_bars(report["tables"], folder / "study_accuracy.png")
     return report

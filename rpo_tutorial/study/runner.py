@@ -12,13 +12,14 @@ Layout of ``output_dir``::
     features/<setting>.pt                  trunk features of every sequence (shared by all seeds)
     study.json, study.md, *.png            the report (``report.write_report``)
 
+Runs go setting by setting and method by method, all seeds of a method in a row (the SFT
+reference of each seed is read back from disk), so an interrupted study holds complete rows.
 A run is trained only when its JSON is absent, so an interrupted study resumes where it
 stopped and never retrains a finished run. Each JSON records the settings it was trained with; a
 cache made with other settings is refused (name a new folder) rather than mixed in.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,46 +28,11 @@ from typing import Callable
 import torch
 
 from rpo_tutorial.study import train as training
+from rpo_tutorial.study.cache import FEATURE_FIELDS, SFT_FIELDS, fingerprint, read_run, run_path
 from rpo_tutorial.study.data import SettingData, build_setting, setting_rows
 from rpo_tutorial.study.settings import StudySettings
 from rpo_tutorial.study.trunk import TopStack
 from rpo_tutorial.training.threads import apply_num_threads
-
-# fields that do not change what a run computes (so a cache stays valid when they change)
-_NOT_TRAINING = {"settings", "methods", "tau_ablation", "seeds", "bootstrap_samples", "num_threads"}
-# fields the trunk features depend on; the SFT reference depends on these and on _SFT_FIELDS
-_FEATURE_FIELDS = {"model", "trainable_layers", "train_pairs", "heldout_per_cluster", "hh_train_pairs",
-                   "hh_heldout_pairs", "max_length", "max_prompt_length", "hh_max_length", "hh_max_prompt_length",
-                   "eval_batch_size"}
-_SFT_FIELDS = {"batch_size", "sft_learning_rate", "max_grad_norm"}
-
-
-def fingerprint(settings: StudySettings, fields: set[str] | None = None) -> dict:
-    """The settings that determine a run's result (stored in each cached run and compared on resume).
-
-    ``fields``: only these (the features and the SFT reference depend on fewer fields than a run).
-    """
-    values = dataclasses.asdict(settings)
-    return {key: value for key, value in values.items()
-            if key not in _NOT_TRAINING and (fields is None or key in fields)}
-
-
-def run_path(output_dir: Path, setting: str, seed: int, method_key: str) -> Path:
-    return output_dir / "runs" / setting / f"seed{seed}" / f"{method_key}.json"
-
-
-def read_run(path: Path, settings: StudySettings) -> dict | None:
-    """A cached run, or None if absent; raises if it was made with other settings."""
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if record.get("settings") != fingerprint(settings):
-        changed = sorted(key for key, value in fingerprint(settings).items()
-                         if record.get("settings", {}).get(key) != value)
-        raise ValueError(f"{path} was trained with other settings ({changed}); use a new output folder or the "
-                         "same settings")
-    return record
-
 
 def load_model(settings: StudySettings):
     """(tokenizer, model) of ``settings.model``."""
@@ -77,7 +43,7 @@ def load_model(settings: StudySettings):
         model = tiny_model(len(tokenizer), architecture=settings.model.split(":", 1)[1], num_layers=3)
     else:
         model = load_policy() if settings.model == "bundled" else load_policy(settings.model)
-    return tokenizer, model
+    return tokenizer, model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Progress:
@@ -118,8 +84,10 @@ def run_study(output_dir: str | Path, settings: StudySettings | None = None, pro
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     available = {name: setting_rows(name, settings) for name in settings.settings}
-    plan = [(name, seed, method) for seed in settings.seeds for name in settings.settings
-            if available[name] is not None for method in settings.method_list(name)]
+    # setting by setting, method by method (in the order given), every seed of a method in a row: an
+    # interrupted study has whole rows (all seeds) of the first settings and methods
+    plan = [(name, seed, method) for name in settings.settings if available[name] is not None
+            for method in settings.method_list(name) for seed in settings.seeds]
     log = Progress(len(plan), progress)
     for name, rows in available.items():
         if rows is None:
@@ -160,7 +128,7 @@ def _setting(state: dict, name: str, rows, settings: StudySettings, output_dir: 
         state["pristine"] = state["stack"].state()
     if state.get("setting_name") != name:
         path = output_dir / "features" / f"{name}.pt"
-        key = {"settings": fingerprint(settings, _FEATURE_FIELDS), "setting": name}
+        key = {"settings": fingerprint(settings, FEATURE_FIELDS), "setting": name}
         cached = torch.load(path, weights_only=False) if path.is_file() else None
         if cached is not None and cached.get("key") == key:
             data = cached["data"]
@@ -183,7 +151,7 @@ def _sft(state: dict, stack: TopStack, data: SettingData, settings: StudySetting
         return state["sft"]
     path = output_dir / "runs" / data.name / f"seed{seed}" / "sft.pt"
     cached = torch.load(path, weights_only=False) if path.is_file() else None
-    sft_key = fingerprint(settings, _FEATURE_FIELDS | _SFT_FIELDS)
+    sft_key = fingerprint(settings, FEATURE_FIELDS | SFT_FIELDS)
     if cached is not None and cached.get("settings") == sft_key:
         sft = cached["sft"]
     else:

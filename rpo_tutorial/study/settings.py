@@ -31,11 +31,11 @@ class Method:
         return beta * batch_size if self.matched else beta
 
 
-METHODS: dict[str, Method] = {method.key: method for method in (
+METHODS: dict[str, Method] = {method.key: method for method in (  # in the order a study runs them
     Method("dpo", "DPO", "dpo"),
-    Method("rpo-emb", "RPO embedding, paper beta", "rpo"),
     Method("rpo-emb-matched", "RPO embedding, matched beta x N", "rpo", matched=True),
     Method("rpo-uniform-matched", "RPO uniform, matched beta x N", "rpo", weighting="uniform", matched=True),
+    Method("rpo-emb", "RPO embedding, paper beta", "rpo"),
     Method("rpo-diagonal-matched", "RPO diagonal, matched beta x N", "rpo", weighting="diagonal", matched=True),
     Method("rpo-unpaired-matched", "RPO unpaired (embedding, tau 0.75), matched beta x N", "rpo", paired=False,
            tau=0.75, matched=True),
@@ -68,8 +68,8 @@ class StudySettings:
     trainable_layers: int = 2  # top decoder layers trained (+ final norm); lower layers frozen
     batch_size: int = 8  # pairs per step (unpaired: B desirable + B undesirable rows)
     steps: int = 16  # optimizer steps per method run
-    eval_every: int = 8  # held-out evaluation every this many steps (and at the end)
-    learning_rate: float = 1e-4  # AdamW, every method (SFT: sft_learning_rate)
+    eval_every: int = 16  # held-out evaluation every this many steps (and at the end); curves use train metrics
+    learning_rate: float = 3e-4  # AdamW, every method (SFT: sft_learning_rate); 1e-4 left DPO at loss 0.69
     sft_learning_rate: float = 5e-5  # the shared SFT stage: one pass over the train pairs' chosen responses
     beta: float = 0.1  # the paper's beta (DPO, KTO, RPO "paper beta"); matched RPO uses beta x batch_size
     max_grad_norm: float = 10.0  # clipping, as in the DPO reference code

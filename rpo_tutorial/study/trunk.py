@@ -30,6 +30,7 @@ class TopStack:
 
     def __init__(self, model: torch.nn.Module, trainable_layers: int) -> None:
         self.model = model
+        self.device = next(model.parameters()).device  # features and batches live on the CPU, computed here
         self.decoder = model.get_decoder()
         self.all_layers = self.decoder.layers
         total = len(self.all_layers)
@@ -67,16 +68,20 @@ class TopStack:
     def trunk_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden states entering the first trainable layer. Shape: (B, T) -> (B, T, D) float32."""
         self.model.eval()
-        outputs = self.decoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
-                               use_cache=False)
-        return outputs.hidden_states[self.split].float()  # hidden_states[0] = embeddings, [i] = after layer i
+        outputs = self.decoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                               output_hidden_states=True, use_cache=False)
+        return outputs.hidden_states[self.split].float().cpu()  # hidden_states[0] = embeddings, [i] = after layer i
 
     def logps(self, features: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Summed log pi(label tokens) of each row, from trunk features (with grad when training).
 
+        Runs on the model's device; the result comes back to the CPU (with its graph).
+
         Shape:
             features: (B, T, D); attention_mask, labels: (B, T); returns (B,) float32
         """
+        features, attention_mask = features.to(self.device), attention_mask.to(self.device)
+        labels = labels.to(self.device)
         with self._only_top():
             hidden = self.decoder(inputs_embeds=features, attention_mask=attention_mask,
                                   use_cache=False).last_hidden_state  # (B, T, D), after the final norm
@@ -86,8 +91,8 @@ class TopStack:
         targets = labels[:, 1:][mask]  # (K,)
         logits = self.model.get_output_embeddings()(scored).float()  # (K, V)
         token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (K,)
-        return torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add(0, rows,
-                                                                                              token_logps)
+        totals = torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device)
+        return totals.index_add(0, rows, token_logps).cpu()  # (B,)
 
 
 def pad_sequences(features: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]

@@ -50,9 +50,14 @@ def _optional(kind: type):
     return parse
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    """One flag per RPOConfig field (default: not set, so the preset's value stays)."""
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (),
+                         preset: str | None = None) -> None:
+    """One flag per RPOConfig field (default: not set, so the preset's value stays).
+
+    ``preset``: show that preset's value of each field in the flag's help.
+    """
     hints = typing.get_type_hints(RPOConfig)
+    shown = get_preset(preset) if preset in PRESETS else None
     comments = _field_comments()
     group = parser.add_argument_group("configuration (overrides the preset)")
     for field in dataclasses.fields(RPOConfig):
@@ -60,7 +65,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
             continue
         kind, optional = _base_type(hints[field.name])
         flag = "--" + field.name.replace("_", "-")
-        options = dict(dest=field.name, default=argparse.SUPPRESS, help=comments.get(field.name, ""))
+        text = comments.get(field.name, "").replace("%", "%%")
+        if shown is not None:
+            text += f" ({preset} preset: {getattr(shown, field.name)!r})".replace("%", "%%")
+        options = dict(dest=field.name, default=argparse.SUPPRESS, help=text)
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         else:
@@ -75,6 +83,8 @@ def config_from_args(args: argparse.Namespace, **forced) -> RPOConfig:
     """The preset named by ``args.preset`` with every given flag (and ``forced`` values) applied."""
     names = {field.name for field in dataclasses.fields(RPOConfig)}
     overrides = {name: value for name, value in vars(args).items() if name in names}
+    if "num_train_epochs" in overrides and "max_steps" not in overrides:
+        overrides["max_steps"] = -1  # the epochs asked for win over a preset's max_steps
     overrides.update(forced)
     convention = getattr(args, "convention", "paper")
     if convention == "paper":
@@ -92,12 +102,21 @@ def _run(args: argparse.Namespace, stage: str) -> int:
         config = config_from_args(args, **({"loss": "sft"} if stage == "sft" else {}))
     except ValueError as error:
         raise UsageError(f"invalid configuration: {error}") from None
+    from rpo_tutorial.training.threads import apply_num_threads
+
     resume = args.resume_from_checkpoint
     resume = True if resume == "last" else resume
     if os.environ.get("RANK", "0") == "0":  # torchrun / accelerate set RANK; the process group is not up yet
         print(memory_line(config), flush=True)
     runner = run_sft if stage == "sft" else run_training
-    result = runner(config, resume_from_checkpoint=resume, overwrite=args.overwrite)
+    threads = apply_num_threads(None)
+    budget = f"{config.max_steps} steps" if config.max_steps > 0 else f"{config.num_train_epochs:g} epoch(s)"
+    print(f"{stage}: preset {args.preset}, model {config.model}, dataset {config.dataset}, {budget}, rows "
+          f"{config.max_train_rows or 'all'}, lr {config.learning_rate:g}, beta {config.beta:g}, loss {config.loss}"
+          + (f", weighting {config.weighting}, effective tau {config.effective_tau:g}" if config.loss == "rpo" else "")
+          + f", {threads} torch thread(s)", flush=True)
+    options = {"eval_rows": load_eval_rows(args.eval_dataset)} if getattr(args, "eval_dataset", None) else {}
+    result = runner(config, resume_from_checkpoint=resume, overwrite=args.overwrite, **options)
     if result.trainer.is_world_process_zero():
         print(result.tokenization.summary())
         if result.sides is not None:
@@ -120,8 +139,38 @@ def _add_command(subparsers, name: str, help_text: str, exclude: tuple[str, ...]
                              "(only with the configuration saved there)")
     parser.add_argument("--overwrite", action="store_true",
                         help="clear --output-dir first when it holds another run (otherwise such a folder is refused)")
-    add_config_arguments(parser, exclude=exclude)
+    if name == "train":
+        parser.add_argument("--eval-dataset", default=None, metavar="FILE|demo:heldout",
+                            help="held-out preference rows: eval_rewards/accuracies, ... logged every logging_steps")
+    add_config_arguments(parser, exclude=exclude, preset=_preset_from_argv())
     parser.set_defaults(handler=lambda args: _run(args, name))
+
+
+def _preset_from_argv() -> str:
+    """The ``--preset`` given on the command line (default demo), so ``--help`` shows its values."""
+    import sys
+
+    argv = sys.argv[1:]
+    for index, word in enumerate(argv):
+        value = argv[index + 1] if word == "--preset" and index + 1 < len(argv) else (
+            word.split("=", 1)[1] if word.startswith("--preset=") else None)
+        if value in PRESETS:
+            return value
+    return "demo"
+
+
+def load_eval_rows(name: str) -> list[dict]:
+    """``--eval-dataset``: ``demo:<split>`` or a preference file."""
+    from pathlib import Path
+
+    from rpo_tutorial.data.demo import load_demo
+    from rpo_tutorial.training.run import _load_file
+
+    if name.startswith("demo:"):
+        return load_demo(name.split(":", 1)[1])
+    if not Path(name).expanduser().is_file():
+        raise SystemExit(f"--eval-dataset {name!r}: no such file (or use demo:heldout)")
+    return _load_file(Path(name).expanduser())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -164,12 +164,14 @@ def apply_lora(model: torch.nn.Module, config: RPOConfig) -> torch.nn.Module:
 
 # ---- build and run ----------------------------------------------------------------------------
 def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy: torch.nn.Module | None = None,
-                  tokenizer=None) -> tuple[RPOTrainer, TokenizationReport]:
+                  tokenizer=None, eval_rows: Sequence[dict] | None = None) -> tuple[RPOTrainer, TokenizationReport]:
     """Everything up to ``trainer.train()``: data, models, reference, collator, trainer.
 
     Args:
         rows: use these rows instead of loading ``config.dataset`` (notebooks, tests).
         policy, tokenizer: use these instead of loading ``config.model`` (both or neither).
+        eval_rows: held-out rows, evaluated every ``logging_steps`` (``eval_loss``,
+            ``eval_rewards/accuracies``, ... in metrics.jsonl).
     """
     if (policy is None) != (tokenizer is None):
         raise ValueError("pass both policy and tokenizer, or neither")
@@ -194,12 +196,21 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
         policy = apply_lora(policy, config)
         if config.gradient_checkpointing:
             policy.enable_input_require_grads()
+    eval_examples = None
+    if eval_rows is not None:
+        eval_examples, _ = tokenize_rows(prepare_rows(list(eval_rows), config), tokenizer, config)
+        args = config.to_training_arguments(eval_strategy="steps", eval_steps=config.logging_steps,
+                                            per_device_eval_batch_size=config.per_device_train_batch_size)
     trainer = RPOTrainer(model=policy, config=config, reference_model=None if precompute else reference, args=args,
-                         train_dataset=examples, data_collator=collator, processing_class=tokenizer)
+                         train_dataset=examples, eval_dataset=eval_examples, data_collator=collator,
+                         processing_class=tokenizer)
     trainer.side_check = sides
     if precompute:  # one pass of the reference, placed (sharded) as in training, each process on its share
-        trainer.train_dataset = precompute_reference(trainer, reference, examples, collator,
-                                                     config.precompute_batch_size)
+        done = precompute_reference(trainer, reference, examples + (eval_examples or []), collator,
+                                    config.precompute_batch_size)
+        trainer.train_dataset = done[:len(examples)]
+        if eval_examples is not None:
+            trainer.eval_dataset = done[len(examples):]
         del reference
     return trainer, report
 

@@ -1,177 +1,121 @@
 # %% [markdown]
-# # 04 · Small-scale training: SFT, then DPO against four flavours of RPO
+# # 04 · Small-scale training: a seeded study of DPO against RPO
 #
-# The paper's two stages at a scale one GPU (or a laptop) handles:
+# Does RPO change anything, at a scale a laptop can train? One run per method says little: two runs of the
+# same method with another seed differ by several points. This notebook runs a **study**
+# (`rpo_tutorial.study`, also `python -m rpo_tutorial study`): every method, several seeds, the same SFT
+# reference and data order for every method of a seed, and a report with intervals.
 #
-# 1. **SFT**: fine-tune on the preferred responses; the result is the starting point *and* the frozen
-#    reference $\pi_{\text{ref}}$ of every preference run.
-# 2. **DPO** and **RPO** from that SFT model, on the same data, the same order and the same number of steps:
-#    RPO with embedding weights on paired data (the paper's main setting), on *unpaired* data (chosen and
-#    rejected responses from different prompts), with uniform weights, and with diagonal weights.
-# 3. The logged metrics (`metrics.jsonl`), and what normal curves look like.
-# 4. Win rates of every model against the SFT model, with the demo dataset's judge.
+# 1. **The controlled setting**, where the paper's mechanism can show: demo prompts in 8 topic clusters whose
+#    preference *depends on the cluster* (happier answers win in cooking, travel, pets, gardening; gloomier
+#    answers win in sports, music, school, work). The ground-truth reward is known:
+#    $r^*(x, y) = \operatorname{sign}(\text{cluster}(x)) \cdot \text{sentiment}(y)$.
+# 2. **Fair by construction**: one SFT reference per seed, one data order per seed, one learning rate for all;
+#    RPO at the paper's $\beta$ *and* at the matched effective $\beta \times N$ (notebook 03: each weight row
+#    sums to 1, so one contrast acts like DPO with $\beta / N$).
+# 3. **Measured by forward passes**: held-out implicit-reward accuracy (ties count half) and drift from the
+#    reference; intervals across seeds, and each method's paired difference to DPO.
 #
-# **Where it runs.** With a GPU and internet (e.g. Colab): the `colab` preset, SmolLM2-360M-Instruct on a
-# subset of Anthropic HH from the hub (about 15-25 minutes on a T4 for all six runs). Without a GPU or without
-# internet: the `demo` preset, the bundled SmolLM2-135M-Instruct on the project's demo dataset, offline on a
-# CPU (tens of minutes for all six runs; the README's `python -m rpo_tutorial demo` does SFT, DPO and RPO
-# alone in about ten). `RPO_SMOKE=1`: the `smoke` preset (a tiny random model, a few steps), which only
-# checks that the code runs. Set `RPO_PRESET=demo` or `RPO_PRESET=colab` to choose.
+# **Where it runs.** `RPO_SMOKE=1` (CI): a tiny random model, two seeds, two steps: it only checks the code.
+# On a CPU: the `small` study preset, the controlled setting with DPO and three RPO variants, 3 seeds, 16 steps
+# each (about 10 minutes on 2 idle cores, more on a busy machine). With a GPU: the `full` preset, every method
+# on the controlled, control and HH settings plus the $\tau$ ablation (the committed report below).
+# `RPO_STUDY_PRESET` overrides the choice.
+#
+# The full study's committed report: [`docs/study/study.md`](../docs/study/study.md) (made by
+# `python -m rpo_tutorial study --output-dir outputs/study --report-dir docs/study`).
 
 # %%
 import os
+import time
 
 SMOKE = os.environ.get("RPO_SMOKE") == "1"  # CI sets RPO_SMOKE=1; the default is the real run
 
 import torch
 
-
-def choose_preset() -> str:
-    """smoke in CI; $RPO_PRESET when set; colab with a GPU and internet; else the offline demo."""
-    if SMOKE:
-        return "smoke"
-    if os.environ.get("RPO_PRESET"):
-        return os.environ["RPO_PRESET"]
-    online = os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "")
-    return "colab" if torch.cuda.is_available() and online else "demo"
-
-
-PRESET = choose_preset()
-SMOKE_STEPS = 1  # optimizer steps per smoke run (the other presets train their own number of steps)
-HELDOUT_PROMPTS = 4 if SMOKE else None  # held-out demo prompts for the win rates (None: all 40)
-MAX_NEW_TOKENS = 8 if SMOKE else 48  # as when the demo dataset was generated
-print(f"SMOKE={SMOKE}, preset {PRESET!r}, GPU: {torch.cuda.is_available()}")
-
-# %%
-import shutil
-
 from rpo_tutorial import paths
-from rpo_tutorial.training.config import get_preset
-from rpo_tutorial.data.demo import load_demo
-from rpo_tutorial.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
-from rpo_tutorial.data.run_logs import read_metrics
-from rpo_tutorial.evaluation.offline import RewardJudge
-from rpo_tutorial.plots.training import plot_training_curves
-from rpo_tutorial.plots.winrates import plot_win_rates
-from rpo_tutorial.evaluation.sampling import generate_responses
-from rpo_tutorial.training.run import run_sft, run_training
-from rpo_tutorial.evaluation.winrate import markdown_table, win_rate_table
+from rpo_tutorial.study.cli import STUDY_PRESETS
 
-RUN_DIR = paths.REPO_ROOT / "outputs" / f"04_{PRESET}"  # outputs/ is git-ignored
-shutil.rmtree(RUN_DIR, ignore_errors=True)  # fresh runs (a leftover checkpoint would otherwise be resumed by hand only)
-FIGURES_DIR = paths.cache_dir() / "smoke-figures" if SMOKE else paths.figures_dir()  # smoke leaves figures/ alone
-base = get_preset(PRESET, **({"max_steps": SMOKE_STEPS} if SMOKE else {}))
-print(f"model {base.model}, dataset {base.dataset}, {base.per_device_train_batch_size} pairs per device x "
-      f"{base.gradient_accumulation_steps} accumulation, lr {base.learning_rate}, beta {base.beta}")
+PRESET = os.environ.get("RPO_STUDY_PRESET") or ("smoke" if SMOKE else "full" if torch.cuda.is_available() else "small")
+SETTINGS = STUDY_PRESETS[PRESET]
+OUTPUT_DIR = paths.REPO_ROOT / "outputs" / f"04_study_{PRESET}"  # git-ignored; a rerun reads finished runs back
+print(f"SMOKE={SMOKE}, study preset {PRESET!r}, GPU: {torch.cuda.is_available()}")
+print(f"settings {SETTINGS.settings}, methods {SETTINGS.methods}, seeds {SETTINGS.seeds}, {SETTINGS.steps} steps of "
+      f"{SETTINGS.batch_size} pairs, lr {SETTINGS.learning_rate:g} for every method, top {SETTINGS.trainable_layers} "
+      "layers trained")
 
 # %% [markdown]
-# ## 1. SFT
+# ## 1. The controlled data
 #
-# Stage one maximises the likelihood of the preferred responses given their prompts,
-# $\mathcal{L}_{\text{SFT}} = -\frac{1}{|\mathcal D|}\sum_{(x, y^+)} \log \pi_\theta(y^+ \mid x)$, with the
-# prompt tokens masked out of the loss. It moves the model onto the distribution of the preference data, so
-# that the preference stage starts from (and is regularised towards) a model that already writes responses
-# like the ones it will compare.
+# Each demo row holds two responses sampled from SmolLM2-135M-Instruct and their sentiment scores (VADER,
+# the demo judge). In the controlled setting the chosen and rejected responses are swapped in the four
+# "gloomy" clusters, so the chosen response is the one with the higher $r^*$ in every row. A contrast between
+# a chosen cooking answer and a rejected sports answer then compares texts judged by opposite criteria; the
+# control setting keeps one criterion everywhere.
 
 # %%
-sft = run_sft(base.replace(output_dir=str(RUN_DIR / "sft")))
-print(f"SFT: {sft.global_step} steps, mean loss {sft.train_loss:.3f}; {sft.tokenization.summary()}")
+from rpo_tutorial.data.controlled import NEGATIVE_CLUSTERS, control_rows, controlled_rows
+
+for plain, flipped in list(zip(control_rows(), controlled_rows()))[:4]:
+    print(f"{plain['cluster']:9s} chosen r* {flipped['chosen_score']:+.2f}  rejected r* {flipped['rejected_score']:+.2f}"
+          f"  swapped: {plain['cluster'] in NEGATIVE_CLUSTERS}")
+assert all(row["chosen_score"] > row["rejected_score"] for row in controlled_rows())
 
 # %% [markdown]
-# ## 2. DPO and RPO from the SFT model
+# ## 2. How ties and intervals enter
 #
-# Every run starts from the SFT model, which is also its frozen reference. With $c_i$ and $r_j$ the
-# log-ratios $\log\frac{\pi_\theta}{\pi_{\text{ref}}}$ of chosen response $i$ and rejected response $j$:
-#
-# * **DPO** (paper Eq. 7): $-\log\sigma\big(\beta (c_i - r_i)\big)$, each chosen response against its own
-#   rejected one.
-# * **RPO** (paper Eqs. 10-15): every chosen response against every rejected response of the batch,
-#   $s_{ij} = \beta (c_i - r_j)$, weighted: $\frac{1}{M}\sum_i \frac1N \sum_j -\log\sigma(w_{ij}\, s_{ij})$ with
-#   * **embedding** weights $w_{ij} = \operatorname{softmax}_j(-d_{ij}/\tau)$ from the distance of the two prompts'
-#     sentence embeddings (Eq. 12; $\tau = 0.5$ paired, 0.75 unpaired);
-#   * **unpaired**: the same on data where the chosen and rejected responses come from *different* prompts
-#     (each pair is split and the halves shuffled apart), which DPO cannot train on at all;
-#   * **uniform** $w_{ij} = 1/N$: every contrast counts the same, related prompt or not;
-#   * **diagonal** (Eq. 14): $w_{ii} = \alpha$, $w_{ij} = (1-\alpha)/(M-1)$: own pair first, the rest evenly.
+# For a held-out pair the implicit reward of a response is $r(x, y) = \beta \log\frac{\pi(y|x)}{\pi_{\text{ref}}(y|x)}$
+# (paper Eq. 5). The pair is a win when the chosen response's reward is higher, a loss when lower, a **tie**
+# when equal: every pair of a model equal to its reference. The accuracy is $(W + T/2)/n$, so an untrained
+# model scores exactly 0.5, not 0. Below, a hand version checked against the package.
 
 # %%
-VARIANTS = {
-    "DPO": dict(loss="dpo"),
-    "RPO paired, embedding": dict(loss="rpo", weighting="embedding"),
-    "RPO unpaired, embedding": dict(loss="rpo", weighting="embedding", paired=False),
-    "RPO paired, uniform": dict(loss="rpo", weighting="uniform"),
-    "RPO paired, diagonal": dict(loss="rpo", weighting="diagonal", alpha=0.5),
-}
-runs = {"SFT": sft}
-for name, overrides in VARIANTS.items():
-    folder = RUN_DIR / name.lower().replace(",", "").replace(" ", "_")
-    config = base.replace(model=str(sft.output_dir), output_dir=str(folder), **overrides)
-    runs[name] = run_training(config)
-    print(f"{name}: {runs[name].global_step} steps, mean loss {runs[name].train_loss:.4f}")
+from rpo_tutorial.evaluation.evaluate import preference_accuracy
+
+chosen_ratio = torch.tensor([0.4, 0.0, -0.2, 1.0])  # log pi - log pi_ref of each chosen response
+rejected_ratio = torch.tensor([0.1, 0.0, 0.3, -1.0])
+by_hand = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen_ratio, rejected_ratio)) / 4
+summary = preference_accuracy(chosen_ratio, rejected_ratio)
+assert summary["accuracy"] == by_hand == 0.625
+print(summary)
 
 # %% [markdown]
-# ## 3. The curves, and what normal looks like
+# Across seeds, the table gives the mean and a Student-t 95 % interval of the per-seed accuracies. Against
+# DPO it gives the **paired** difference: both methods are scored on the same held-out pairs with the same
+# SFT reference, so per pair and seed $d = o_{\text{method}} - o_{\text{DPO}}$ with $o \in \{0, \tfrac12, 1\}$,
+# and the interval is a bootstrap that resamples seeds, then pairs within each seed.
 #
-# Every run appended one JSON object per logging step to `metrics.jsonl`; `plot_training_curves` reads them.
-# What to expect in a healthy run:
+# ## 3. The study
 #
-# * **`loss`** starts at $\log 2 \approx 0.693$ (the policy equals the reference, every $s_{ij} = 0$) and
-#   falls slowly. RPO's loss falls more slowly than DPO's: with weights inside the sigmoid and rows summing to
-#   1, each contrast has an effective $\beta w_{ij} \approx \beta / N$ (notebook 03).
-# * **`rewards/margins`** $=\beta(c_i - r_i)$ on the own pairs grows from 0; **`rewards/accuracies`**, the share
-#   of own pairs with a positive margin, climbs from 0 (ties at the first step) towards 0.6-0.9.
-# * **`logps/chosen` often falls too.** The losses only reward the *gap* between chosen and rejected, and the
-#   cheapest way to widen it is usually to push probability mass off both, the rejected one faster. A
-#   falling chosen log-prob is normal; a collapse of both by hundreds of nats in a few steps means the
-#   learning rate is too high.
-# * **`contrast/accuracy`**, the share of *all* pairs $(i, j)$ with $s_{ij} > 0$, rises like the accuracy; for
-#   DPO it is logged over the same matrix, though DPO only trains its diagonal.
-# * **`weights/row_entropy`** stays constant for a given batch composition: the weights depend on the prompts,
-#   not on the model. Uniform rows over $N$ columns give $\log N$ (the maximum); embedding weights give less
-#   (mass concentrated on related prompts); diagonal weights with $\alpha = 0.5$ sit in between.
+# Training runs only the top layers; the frozen lower layers run once per setting and their outputs are
+# reused by every run (`rpo_tutorial.study.trunk`, checked against a full forward in the tests). Each finished
+# run is cached in `OUTPUT_DIR/runs`, so rerunning this cell resumes.
 
 # %%
-METRICS = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "contrast/accuracy",
-           "weights/row_entropy")
-preference_runs = {name: result.output_dir for name, result in runs.items() if name != "SFT"}
-plot_training_curves(preference_runs, metrics=METRICS, path=FIGURES_DIR / "training_curves.png");
-for name, result in runs.items():
-    records = [r for r in read_metrics(result.metrics_path) if "loss" in r]
-    last = records[-1]
-    shown = {key: round(last[key], 3) for key in ("loss", "rewards/accuracies", "logps/chosen", "weights/row_entropy")
-             if key in last}
-    print(f"{name:24s} last logged step {last['step']}: {shown}")
+from rpo_tutorial.study.runner import run_study
+
+began = time.perf_counter()
+results = run_study(OUTPUT_DIR, SETTINGS, progress=not SMOKE)
+print(f"{len(results)} runs in {time.perf_counter() - began:.0f} s")
 
 # %% [markdown]
-# ## 4. Win rates against the SFT model
+# ## 4. The report
 #
-# Each model answers the demo dataset's 40 held-out prompts (top-p 0.95, the same seeds for every model),
-# and the demo dataset's own judge, a sentiment reward (`rpo_tutorial.demo.judge`), compares each answer with
-# the SFT model's answer to the same prompt: a win, a tie (scores within 0.05) or a loss. On the demo data
-# that reward is the ground truth the preferences were labelled with. On HH (the `colab` preset) it is only
-# a rough proxy for helpfulness; use notebook 06's GPT-4 judge there. The win rate is $(W + T/2)/n$ with a
-# 95 % Wilson interval; with 40 prompts the interval is wide, about $\pm 15$ points.
+# `study.md` has one table per setting. Read the accuracy together with its interval, and the drift with the
+# train margin: a method that moved far from its reference (large drift, margin of many nats) and one that
+# barely moved are not comparable at the same accuracy.
 
 # %%
-heldout_prompts = [row["prompt"] for row in load_demo("heldout")][:HELDOUT_PROMPTS]
-tokenizer = sft.trainer.processing_class
-samples = {}
-for name, result in runs.items():
-    policy = result.trainer.accelerator.unwrap_model(result.trainer.model).eval()
-    samples[name] = generate_responses(policy, tokenizer, heldout_prompts, max_new_tokens=MAX_NEW_TOKENS,
-                                       temperature=1.0, top_p=0.95, seed=0, model_name=name, progress=not SMOKE)
-judge = RewardJudge(sentiment_score, margin=DEFAULT_TIE_MARGIN, name="demo_judge.sentiment_score")
-sft_answers = [row["response"] for row in samples["SFT"]]
-records = {name: judge.judge_pairs(heldout_prompts, [row["response"] for row in rows], sft_answers)
-           for name, rows in samples.items() if name != "SFT"}
-rows = win_rate_table(records)
-print(markdown_table(rows))
-plot_win_rates(rows, path=FIGURES_DIR / "small_scale_win_rates.png",
-               title=f"Win rate against SFT, demo judge ({PRESET} preset, 95% Wilson interval)");
+from IPython.display import Image, Markdown, display
+
+display(Markdown((OUTPUT_DIR / "study.md").read_text()))
+for figure in ("study_learning_curves.png", "study_accuracy.png"):
+    if (OUTPUT_DIR / figure).exists():
+        display(Image(filename=str(OUTPUT_DIR / figure)))
 
 # %% [markdown]
-# With the `demo` preset a few dozen steps move a 135M model only a little, so expect win rates near 50 %
-# with intervals that overlap; the point of this notebook is the machinery and the curves. The README's main
-# job (`python -m rpo_tutorial demo`, `rpo_tutorial.demo.pipeline.run_demo_pipeline`) trains only the top layers
-# with a larger learning rate to get a visible effect on a CPU in ten minutes. Notebook 05 scales the same
-# code to Mistral-7B on 8 GPUs; notebook 06 evaluates any of these models with the GPT-4 judge and AlpacaEval.
+# Which way the comparison went here is in the table above: the notebook does not assume it. The committed full
+# study, with the control and HH settings, the unpaired methods, KTO and the $\tau$ ablation, is in
+# [`docs/study/study.md`](../docs/study/study.md). Notebook 05 scales the same losses to Mistral-7B on 8 GPUs;
+# notebook 06 evaluates models with a GPT-4 judge and AlpacaEval, and `python -m rpo_tutorial evaluate` measures
+# held-out implicit-reward accuracy of any trained model against its reference.
