@@ -43,7 +43,14 @@ def first_step_log_ratios(monkeypatch, tmp_path, **changes) -> torch.Tensor:
 def test_log_ratios_are_exactly_zero_before_the_first_step(monkeypatch, tmp_path, bf16, reference):
     ratios = first_step_log_ratios(monkeypatch, tmp_path, bf16=bf16, reference=reference)
     assert ratios.numel() == 8
-    assert ratios.abs().max().item() == 0.0, ratios
+    if reference == "precomputed" and bf16:
+        # The same arithmetic, but in other batches (precompute_batch_size=3 vs training's shuffled 4):
+        # a bf16 kernel's rounding can depend on the batch's shape (rows, padded length), so a row's
+        # log-prob may move by ~1e-5 nats (measured <= 7e-5 here). The bug this guards against
+        # (an fp32 reference next to a bf16-autocast policy) gave up to 0.6 nats.
+        assert ratios.abs().max().item() < 1e-3, ratios
+    else:
+        assert ratios.abs().max().item() == 0.0, ratios
 
 
 def test_the_check_can_fail_a_bf16_copy_of_the_reference_is_not_the_policy(monkeypatch, tmp_path):
