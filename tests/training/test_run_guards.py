@@ -106,3 +106,18 @@ def test_sequential_batches_count_one_sided_exactly_and_warn():
     assert (check.desirable, check.undesirable, check.one_sided, check.exact) == (5, 3, 3, True)
     assert check_sides(examples, config.replace(loss="kto")).one_sided == 3  # kto: counted, never refused
     assert check_sides([{"label": random.random() < 2} for _ in range(3)], config.replace(paired=True)) is None
+
+
+# ---- item 5: a file of HH transcripts is still read as HH; any other prompt-less file is an error ----
+def test_only_chosen_rejected_transcripts_fall_back_to_the_hh_loader(tmp_path):
+    from rpo_tutorial.training.run import load_rows
+
+    hh = tmp_path / "hh.jsonl"
+    hh.write_text(json.dumps({"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.",
+                              "rejected": "\n\nHuman: Hi?\n\nAssistant: Go."}) + "\n")
+    rows = load_rows(get_preset("smoke", dataset=str(hh)))
+    assert rows[0]["prompt"] == [{"role": "user", "content": "Hi?"}] and rows[0]["chosen"] == "Hello."
+    other = tmp_path / "qa.jsonl"
+    other.write_text(json.dumps({"question": "Hi?", "chosen": "Hello."}) + "\n")
+    with pytest.raises(DataError, match="no row has a 'prompt'"):
+        load_rows(get_preset("smoke", dataset=str(other)))
