@@ -112,9 +112,12 @@ def save_full_model(trainer, output_dir: str | Path) -> None:
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state_dict = get_model_state_dict(trainer.model, options=options)  # collective: every rank calls it
     if trainer.accelerator.is_main_process:
+        from torch.distributed.fsdp import FSDPModule
+
         policy = trainer.accelerator.unwrap_model(trainer.model)
+        plain_class = next(c for c in type(policy).__mro__ if not issubclass(c, FSDPModule))  # not FSDP<Model>
         with torch.device("meta"):
-            plain = type(policy)(policy.config)
+            plain = plain_class(policy.config)
         plain.load_state_dict(state_dict, strict=False, assign=True)
         if hasattr(plain, "tie_weights"):
             plain.tie_weights()

@@ -190,7 +190,7 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
                          train_dataset=examples, data_collator=collator, processing_class=tokenizer)
     if precompute:  # one pass of the reference, placed (sharded) as in training, each process on its share
         trainer.train_dataset = precompute_reference(trainer, reference, examples, collator,
-                                                     config.precompute_batch_size)
+                                                     config.precompute_batch_size, config.progress)
         del reference
     return trainer, report
 
