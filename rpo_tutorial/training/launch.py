@@ -75,7 +75,8 @@ def effective_settings(trainer) -> dict:
 def report_distribution(trainer, config) -> dict:
     """Print the effective settings on rank 0; warn loudly when FSDP was asked for and DDP was used."""
     settings = effective_settings(trainer)
-    if trainer.accelerator.is_main_process:
+    distributed = settings["route"] != "single process" or fsdp_requested(config)  # one process: nothing to say
+    if distributed and trainer.accelerator.is_main_process:
         print("[rpo-tutorial] distribution: " + ", ".join(f"{k}={v}" for k, v in settings.items()), file=sys.stderr)
     if fsdp_requested(config) and settings["route"] != "fsdp" and settings["processes"] > 1:
         message = (f"FSDP was requested ({'launcher config' if launcher_distribution() else 'RPOConfig.fsdp=True'}) "
