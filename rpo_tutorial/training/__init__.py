@@ -4,6 +4,8 @@
     objectives.py    batch log-probs -> one loss (every method; local or global contrast scope)
     distributed.py   cross-process gathers for the global contrast matrix
     trainer.py       RPOTrainer on transformers.Trainer;  metrics.py  logged metrics
+    reference.py     the frozen reference placed / sharded / computed like the policy; precompute pass
+    launch.py        who decides FSDP / DeepSpeed, effective settings, NaN agreement, the final save
     run.py           build and run a job from a config (CLI, notebooks, demo)
     estimates.py     memory and time arithmetic for the paper's run;  cli.py  ``sft`` / ``train``
 """

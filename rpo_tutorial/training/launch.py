@@ -75,7 +75,8 @@ def effective_settings(trainer) -> dict:
 def report_distribution(trainer, config) -> dict:
     """Print the effective settings on rank 0; warn loudly when FSDP was asked for and DDP was used."""
     settings = effective_settings(trainer)
-    if trainer.accelerator.is_main_process:
+    distributed = settings["route"] != "single process" or fsdp_requested(config)  # one process: nothing to say
+    if distributed and trainer.accelerator.is_main_process:
         print("[rpo-tutorial] distribution: " + ", ".join(f"{k}={v}" for k, v in settings.items()), file=sys.stderr)
     if fsdp_requested(config) and settings["route"] != "fsdp" and settings["processes"] > 1:
         message = (f"FSDP was requested ({'launcher config' if launcher_distribution() else 'RPOConfig.fsdp=True'}) "
@@ -112,9 +113,12 @@ def save_full_model(trainer, output_dir: str | Path) -> None:
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state_dict = get_model_state_dict(trainer.model, options=options)  # collective: every rank calls it
     if trainer.accelerator.is_main_process:
+        from torch.distributed.fsdp import FSDPModule
+
         policy = trainer.accelerator.unwrap_model(trainer.model)
+        plain_class = next(c for c in type(policy).__mro__ if not issubclass(c, FSDPModule))  # not FSDP<Model>
         with torch.device("meta"):
-            plain = type(policy)(policy.config)
+            plain = plain_class(policy.config)
         plain.load_state_dict(state_dict, strict=False, assign=True)
         if hasattr(plain, "tie_weights"):
             plain.tie_weights()

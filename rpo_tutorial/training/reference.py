@@ -137,7 +137,7 @@ def deepspeed_reference(model: torch.nn.Module, accelerator) -> torch.nn.Module:
 
 
 def precompute_reference(trainer, reference: torch.nn.Module, examples: list[dict], collator,
-                         batch_size: int) -> list[dict]:
+                         batch_size: int, progress: bool = True) -> list[dict]:
     """Reference log-probs of every example, computed as in training; each process does every W-th example.
 
     ``reference`` is placed with :func:`prepare_reference` (sharded under FSDP2 / ZeRO-3), so the
@@ -152,8 +152,10 @@ def precompute_reference(trainer, reference: torch.nn.Module, examples: list[dic
     share = results[me::processes]
     batches = math.ceil(math.ceil(len(results) / processes) / batch_size)  # the same count on every process
     model = prepare_reference(reference, trainer)
+    from tqdm.auto import tqdm
+
     with torch.no_grad():
-        for index in range(batches):
+        for index in tqdm(range(batches), desc="reference log-probs", disable=not progress or me != 0):
             chunk = share[index * batch_size:(index + 1) * batch_size]
             padded = chunk or results[:1]  # a process with nothing left still joins the collectives
             batch = trainer._prepare_inputs(collator(padded))

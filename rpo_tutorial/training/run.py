@@ -207,7 +207,7 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
     trainer.side_check = sides
     if precompute:  # one pass of the reference, placed (sharded) as in training, each process on its share
         done = precompute_reference(trainer, reference, examples + (eval_examples or []), collator,
-                                    config.precompute_batch_size)
+                                    config.precompute_batch_size, config.progress)
         trainer.train_dataset = done[:len(examples)]
         if eval_examples is not None:
             trainer.eval_dataset = done[len(examples):]
