@@ -12,6 +12,11 @@ only says how one collated batch becomes a loss:
    embeddings (no embedder runs during training), the pure loss function from the registry, and
    with ``contrast_scope="global"`` the rows of every process (see ``distributed``).
 
+With gradient accumulation, ``accumulate_contrast=True`` makes the loss one objective over all
+micro-batches of the optimizer step (``accumulation``: a no-grad pass over the step, then per
+micro-batch a surrogate whose gradient is exact); SFT is normalised per response token over the
+whole step (``num_items_in_batch``).
+
 A non-finite log-prob or loss raises :class:`NonFiniteLossError` naming the step. The metrics of
 ``metrics.METRIC_NAMES`` are accumulated per micro-batch, averaged at each logging step, sent to
 ``report_to`` and appended to ``OUTPUT_DIR/metrics.jsonl``.
