@@ -47,6 +47,7 @@ from rpo_tutorial.training.config import get_preset  # noqa: E402
 from rpo_tutorial.training.run import load_models, tokenize_rows  # noqa: E402
 from rpo_tutorial.training.trainer import RPOTrainer  # noqa: E402
 
+LOSS_CHECKS = ("trl_dpo", "dpo", "rpo")  # variants whose loss at the start weights is printed (same batch)
 ALL_VARIANTS = ("trl_dpo", "dpo_before", "rpo_before", "dpo", "rpo", "rpo_accum", "rpo_accum_contrast")
 GOALS = (  # (label, numerator, denominator, measure, goal at batch 8, goal at batch 32)
     ("time dpo / trl_dpo", "dpo", "trl_dpo", "median_s", 0.7, 0.5),
@@ -120,8 +121,10 @@ def build_steps(names, policy, reference, tokenizer, rows, output_dir: str, opti
             from datasets import Dataset
             from trl import DPOConfig, DPOTrainer
 
+            # bf16=False: TRL defaults to bf16, and preparing the shared reference would wrap it in autocast
             trl_args = DPOConfig(output_dir=output_dir, beta=0.1, loss_type=["sigmoid"], report_to="none",
-                                 use_cpu=policy.device.type == "cpu", save_strategy="no", max_length=None)
+                                 use_cpu=policy.device.type == "cpu", save_strategy="no", max_length=None,
+                                 bf16=False)
             dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows[:4]])
             trainer = DPOTrainer(model=policy, ref_model=reference, args=trl_args, train_dataset=dataset,
                                  processing_class=tokenizer)
@@ -215,14 +218,14 @@ def benchmark(args, model_name: str) -> dict:
         for size in args.batch_sizes:
             names = [n for n in args.variants if size <= args.max_batch_for_all or n in args.large_batch_variants]
             with torch.no_grad():  # the same starting weights for every variant: losses must agree
-                start_losses = {name: float(losses[name](batches[size])) for name in names}
+                start_losses = {name: float(losses[name](batches[size])) for name in names if name in LOSS_CHECKS}
             tokens = int(batches[size][0]["attention_mask"].sum(1).max())
             print(f"  batch {size} pairs ({2 * size} rows x up to {tokens} tokens): "
                   + ", ".join(f"{n} loss {v:.7f}" for n, v in start_losses.items()), flush=True)
             count = args.steps if size <= args.max_batch_for_all else args.large_batch_steps
             variants = run_size(names, steps, batches[size], count, args, device)
             for name in names:
-                variants[name]["start_loss"] = start_losses[name]
+                variants[name]["start_loss"] = start_losses.get(name, float("nan"))
             results["sizes"][str(size)] = {"variants": variants, "max_tokens": tokens,
                                            "ratios": ratios(variants, size)}
     return results

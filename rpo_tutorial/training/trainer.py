@@ -12,9 +12,10 @@ only says how one collated batch becomes a loss:
    embeddings (no embedder runs during training), the pure loss function from the registry, and
    with ``contrast_scope="global"`` the rows of every process (see ``distributed``).
 
-With ``accumulate_contrast`` the contrast matrix spans every micro-batch of an optimizer step
-(``accumulation``): a no-grad pass over the step gives the full-step loss and per-row
-coefficients, then each micro-batch backpropagates a linear surrogate with the exact gradient.
+With gradient accumulation, ``accumulate_contrast=True`` makes the loss one objective over all
+micro-batches of the optimizer step (``accumulation``: a no-grad pass over the step, then per
+micro-batch a surrogate whose gradient is exact); SFT is normalised per response token over the
+whole step (``num_items_in_batch``).
 
 A non-finite log-prob or loss raises :class:`NonFiniteLossError` naming the step, on EVERY process:
 the processes agree with one all-reduce per micro-batch, before backward. The metrics of
