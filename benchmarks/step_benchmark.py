@@ -235,6 +235,7 @@ def benchmark(args, model_name: str) -> dict:
                 variants[name]["start_loss"] = start_losses.get(name, float("nan"))
             results["sizes"][str(size)] = {"variants": variants, "max_tokens": tokens,
                                            "ratios": ratios(variants, size)}
+            print(table({**results, "sizes": {str(size): results["sizes"][str(size)]}}), flush=True)
     return results
 
 
@@ -294,8 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     for model_name in args.models:
         print(f"{model_name}:", flush=True)
         result[model_name] = benchmark(args, model_name)
-        if not args.loss_only:
-            print("\n" + table(result[model_name]), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
