@@ -8,7 +8,8 @@ Setting: the same policy and frozen reference model objects serve every variant 
 ``forward`` with its fused head, which leaves a call without ``fused_lm_head=True`` unchanged), the
 same AdamW optimizer, the same demo pairs tokenised ONCE by this project and handed to TRL as
 ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids`` (``DataCollatorForPreference``), so both compute
-the same DPO loss (the difference is printed). A step is ``compute_loss`` + backward + AdamW step;
+the same DPO loss (printed at the start weights; the reference is the policy plus 1 % noise so that
+the loss is not log 2 whatever the tokenisation). A step is ``compute_loss`` + backward + AdamW step;
 the reference model runs live in every variant (as in TRL's default).
 
 Variants: ``trl_dpo`` (TRL ``DPOTrainer``, sigmoid loss, beta 0.1); ``dpo_before`` / ``rpo_before``
@@ -210,6 +211,9 @@ def benchmark(args, model_name: str) -> dict:
     args.prime = not args.no_prime
     tokenizer, policy, rows, batches = make_data(model_name, args.batch_sizes, device)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    with torch.no_grad():  # a reference unlike the policy, so the loss check is not log 2 for any tokenisation
+        for parameter in reference.parameters():
+            parameter.add_(args.reference_noise * parameter.std() * torch.randn_like(parameter))
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.learning_rate)
     results = {"model": model_name, "device_name": _device_name(device), "torch_threads": torch.get_num_threads(),
                "steps": args.steps, "sizes": {}}
@@ -223,11 +227,15 @@ def benchmark(args, model_name: str) -> dict:
             print(f"  batch {size} pairs ({2 * size} rows x up to {tokens} tokens): "
                   + ", ".join(f"{n} loss {v:.7f}" for n, v in start_losses.items()), flush=True)
             count = args.steps if size <= args.max_batch_for_all else args.large_batch_steps
+            if args.loss_only:
+                results["sizes"][str(size)] = {"start_losses": start_losses, "max_tokens": tokens}
+                continue
             variants = run_size(names, steps, batches[size], count, args, device)
             for name in names:
                 variants[name]["start_loss"] = start_losses.get(name, float("nan"))
             results["sizes"][str(size)] = {"variants": variants, "max_tokens": tokens,
                                            "ratios": ratios(variants, size)}
+            print(table({**results, "sizes": {str(size): results["sizes"][str(size)]}}), flush=True)
     return results
 
 
@@ -274,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--learning-rate", type=float, default=1e-7)
     parser.add_argument("--no-prime", action="store_true", help="skip the unmeasured first step")
+    parser.add_argument("--reference-noise", type=float, default=0.01,
+                        help="reference = policy + this x each tensor's std x N(0, 1) noise (0: the same weights)")
+    parser.add_argument("--loss-only", action="store_true", help="only print the losses at the start weights")
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     parser.add_argument("--json", default=None, help="also write the results there")
     args = parser.parse_args(argv)
@@ -284,7 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     for model_name in args.models:
         print(f"{model_name}:", flush=True)
         result[model_name] = benchmark(args, model_name)
-        print("\n" + table(result[model_name]), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
