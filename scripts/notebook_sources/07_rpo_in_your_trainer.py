@@ -150,10 +150,11 @@ assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in history)
 assert abs(history[0]["loss"] - math.log(2)) < 1e-4  # at step 1 the policy is the reference: every s_ij = 0
 
 # %% [markdown]
-# At step 1 the policy *is* the reference, so every $s_{ij} = 0$ and the loss is $\log 2 \approx 0.693$. The
-# reward margin $\beta(c_i - r_i)$ of each pair then grows as the policy moves away from $\pi_{\text{ref}}$.
-# Because $w_{ij} \approx 1/N$ inside the sigmoid, each contrast acts with an effective $\beta$ of about
-# $\beta / N$ (notebook 03), so RPO's loss moves more slowly than DPO's would at the same $\beta$.
+# At step 1 the policy *is* the reference, so every $s_{ij} = 0$ and the loss is $\log 2 \approx 0.693$. After
+# that each step sees a new batch of 4 pairs, so at this size the loss and the reward margin $\beta(c_i - r_i)$
+# are noisy (a real run has thousands of steps; notebook 04 trains and plots the curves). Because
+# $w_{ij} \approx 1/N$ inside the sigmoid, each contrast acts with an effective $\beta$ of about $\beta / N$
+# (notebook 03), so RPO's loss also moves more slowly than DPO's would at the same $\beta$.
 #
 # To reproduce the official code instead of the paper, build the weights and loss with its settings:
 # `rpo_loss(..., placement="loss")` with `diagonal_weights(M, alpha=0.8)`, or `uniform_weights(M, N,
