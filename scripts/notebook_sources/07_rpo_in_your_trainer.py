@@ -192,7 +192,12 @@ if trl is not None:
 
 # %%
 if trl is not None:
+    import datasets
+    import warnings
     from transformers import PrinterCallback
+
+    datasets.disable_progress_bars()  # TRL's map() calls over a few rows
+    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
 
     trl_policy = tiny_model(len(tokenizer), seed=0) if SMOKE else load_policy()
     trl_reference = copy.deepcopy(trl_policy).eval().requires_grad_(False)
