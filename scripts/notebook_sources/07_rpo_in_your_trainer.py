@@ -215,7 +215,8 @@ if trl is not None:
     trainer.train()
     print(f"TRL + RPO: {STEPS} steps in {time.perf_counter() - start:.0f} s")
     logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
-    for entry in logged[:: max(1, STEPS // 8)] + ([logged[-1]] if STEPS > 1 else []):
+    shown = logged[:: max(1, STEPS // 8)]
+    for entry in shown + ([logged[-1]] if logged[-1] is not shown[-1] else []):
         print(f"step {entry['step']:3d}  loss {entry['loss']:.4f}  reward margin {entry['rewards/margins']:+.4f}  "
               f"accuracy {entry['rewards/accuracies']:.2f}")
     assert len(logged) == STEPS
