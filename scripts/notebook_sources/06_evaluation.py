@@ -33,7 +33,7 @@ NUM_PROMPTS = 4 if SMOKE else None  # held-out demo prompts evaluated (None: all
 MAX_NEW_TOKENS = 12 if SMOKE else 64  # response length when sampling on the demo prompts
 ALPACA_PROMPTS = 3 if SMOKE else None  # AlpacaEval instructions exported (None: all 805)
 ALPACA_MAX_NEW_TOKENS = 8 if SMOKE else 512
-ALPACA_TIME_BUDGET_MINUTES = 10  # generate at most what fits in this time (estimated first); None: no limit
+ALPACA_TIME_BUDGET_MINUTES = 5  # generate at most what fits in this time (estimated first); None: no limit
 JUDGE_TEMPLATE_FILE = None  # a text file with {prompt}, {response_a}, {response_b} (e.g. the paper's Appendix D)
 JUDGE_ANSWER_PATTERN = None  # its answer regex, first group = the choice, e.g. r"Preferred:\s*Response\s*([12])"
 JUDGE_MODEL = "gpt-4-0613"  # the paper's judge; any chat model of an OpenAI-compatible server works
@@ -311,9 +311,9 @@ print(f"{len(alpaca_rows)} AlpacaEval instructions")
 
 generator_name, generator_path = list(policy_paths.items())[-1]  # RPO when trained, else the instruct model
 generator = load_model(generator_path)
-start = time.perf_counter()  # time a first batch of 8, then size the rest to the budget
-outputs = generate_alpaca_eval(generator, tokenizer, alpaca_rows[:8], generator=f"rpo-tutorial-{generator_name}",
-                               max_new_tokens=ALPACA_MAX_NEW_TOKENS, batch_size=8, progress=False)
+start = time.perf_counter()  # time a first batch of 4, then size the rest to the budget
+outputs = generate_alpaca_eval(generator, tokenizer, alpaca_rows[:4], generator=f"rpo-tutorial-{generator_name}",
+                               max_new_tokens=ALPACA_MAX_NEW_TOKENS, batch_size=4, progress=False)
 seconds_per_prompt = (time.perf_counter() - start) / len(outputs)
 needed_minutes = seconds_per_prompt * len(alpaca_rows) / 60
 device = "GPU" if torch.cuda.is_available() else "CPU"

@@ -150,10 +150,11 @@ assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in history)
 assert abs(history[0]["loss"] - math.log(2)) < 1e-4  # at step 1 the policy is the reference: every s_ij = 0
 
 # %% [markdown]
-# At step 1 the policy *is* the reference, so every $s_{ij} = 0$ and the loss is $\log 2 \approx 0.693$. The
-# reward margin $\beta(c_i - r_i)$ of each pair then grows as the policy moves away from $\pi_{\text{ref}}$.
-# Because $w_{ij} \approx 1/N$ inside the sigmoid, each contrast acts with an effective $\beta$ of about
-# $\beta / N$ (notebook 03), so RPO's loss moves more slowly than DPO's would at the same $\beta$.
+# At step 1 the policy *is* the reference, so every $s_{ij} = 0$ and the loss is $\log 2 \approx 0.693$. After
+# that each step sees a new batch of 4 pairs, so at this size the loss and the reward margin $\beta(c_i - r_i)$
+# are noisy (a real run has thousands of steps; notebook 04 trains and plots the curves). Because
+# $w_{ij} \approx 1/N$ inside the sigmoid, each contrast acts with an effective $\beta$ of about $\beta / N$
+# (notebook 03), so RPO's loss also moves more slowly than DPO's would at the same $\beta$.
 #
 # To reproduce the official code instead of the paper, build the weights and loss with its settings:
 # `rpo_loss(..., placement="loss")` with `diagonal_weights(M, alpha=0.8)`, or `uniform_weights(M, N,
@@ -191,7 +192,12 @@ if trl is not None:
 
 # %%
 if trl is not None:
+    import datasets
+    import warnings
     from transformers import PrinterCallback
+
+    datasets.disable_progress_bars()  # TRL's map() calls over a few rows
+    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
 
     trl_policy = tiny_model(len(tokenizer), seed=0) if SMOKE else load_policy()
     trl_reference = copy.deepcopy(trl_policy).eval().requires_grad_(False)
@@ -209,7 +215,8 @@ if trl is not None:
     trainer.train()
     print(f"TRL + RPO: {STEPS} steps in {time.perf_counter() - start:.0f} s")
     logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
-    for entry in logged[:: max(1, STEPS // 8)] + ([logged[-1]] if STEPS > 1 else []):
+    shown = logged[:: max(1, STEPS // 8)]
+    for entry in shown + ([logged[-1]] if logged[-1] is not shown[-1] else []):
         print(f"step {entry['step']:3d}  loss {entry['loss']:.4f}  reward margin {entry['rewards/margins']:+.4f}  "
               f"accuracy {entry['rewards/accuracies']:.2f}")
     assert len(logged) == STEPS
