@@ -195,6 +195,10 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
     elif config.needs_reference and config.reference == "precomputed":
         policy.to(args.device)  # the starting policy IS the reference: one pass before training
         examples = precompute_sharded(policy, examples, collator, config)
+    elif config.reference == "lora":
+        policy = apply_lora(policy, config)
+        if config.gradient_checkpointing:
+            policy.enable_input_require_grads()
     eval_examples = None
     if eval_rows is not None:
         eval_examples, _ = tokenize_rows(prepare_rows(list(eval_rows), config), tokenizer, config)
@@ -202,10 +206,6 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
             eval_examples = precompute_sharded(policy.to(args.device), eval_examples, collator, config)
         args = config.to_training_arguments(eval_strategy="steps", eval_steps=config.logging_steps,
                                             per_device_eval_batch_size=config.per_device_train_batch_size)
-    elif config.reference == "lora":
-        policy = apply_lora(policy, config)
-        if config.gradient_checkpointing:
-            policy.enable_input_require_grads()
     trainer = RPOTrainer(model=policy, config=config, reference_model=reference, args=args,
                          train_dataset=examples, eval_dataset=eval_examples, data_collator=collator,
                          processing_class=tokenizer)
