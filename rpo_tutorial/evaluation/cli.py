@@ -64,7 +64,9 @@ def _load(model_name: str, device: str | None):
 
 def _sample_command(args: argparse.Namespace) -> int:
     from rpo_tutorial.evaluation.sampling import generate_responses
+    from rpo_tutorial.training.threads import apply_num_threads
 
+    print(f"sample: {apply_num_threads(None)} torch thread(s) (chosen by machine load)", flush=True)
     prompts = read_prompts(args.prompts, args.limit)
     model, tokenizer = _load(args.model, args.device)
     rows = generate_responses(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,

@@ -12,8 +12,9 @@ Layout of ``output_dir``::
     features/<setting>.pt                  trunk features of every sequence (shared by all seeds)
     study.json, study.md, *.png            the report (``report.write_report``)
 
-Runs go setting by setting and method by method, all seeds of a method in a row (the SFT
-reference of each seed is read back from disk), so an interrupted study holds complete rows.
+Runs go method by method (``settings.methods`` order, then the tau ablation), each in every
+setting, all seeds in a row (the SFT reference of each seed is read back from disk), so an
+interrupted study holds complete rows of its first methods.
 A run is trained only when its JSON is absent, so an interrupted study resumes where it
 stopped and never retrains a finished run. Each JSON records the settings it was trained with; a
 cache made with other settings is refused (name a new folder) rather than mixed in.
@@ -84,10 +85,12 @@ def run_study(output_dir: str | Path, settings: StudySettings | None = None, pro
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     available = {name: setting_rows(name, settings) for name in settings.settings}
-    # setting by setting, method by method (in the order given), every seed of a method in a row: an
-    # interrupted study has whole rows (all seeds) of the first settings and methods
-    plan = [(name, seed, method) for name in settings.settings if available[name] is not None
-            for method in settings.method_list(name) for seed in settings.seeds]
+    # method by method (in the order given), each in every setting, every seed of a method in a row: an
+    # interrupted study has whole rows (all seeds) of the first methods in every setting
+    names = [name for name in settings.settings if available[name] is not None]
+    methods = list({m.key: m for name in names for m in settings.method_list(name)}.values())
+    plan = [(name, seed, method) for method in methods for name in names
+            if method in settings.method_list(name) for seed in settings.seeds]
     log = Progress(len(plan), progress)
     for name, rows in available.items():
         if rows is None:

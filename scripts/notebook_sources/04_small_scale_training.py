@@ -18,7 +18,10 @@
 #
 # **Where it runs.** `RPO_SMOKE=1` (CI): a tiny random model, two seeds, two steps: it only checks the code.
 # On a CPU: the `small` study preset, the controlled setting with DPO and three RPO variants, 3 seeds, 16 steps
-# each (about 10 minutes on 2 idle cores, more on a busy machine). With a GPU: the `full` preset, every method
+# each: 12 runs, 3 SFT references and one pass of the frozen layers. On the project's 2-core machine under
+# heavy load (five jobs) a run took 1.5-6 minutes; on idle cores a 16-step run is well under a minute, so
+# the small study fits in about 10-20 minutes (`RPO_STUDY_PRESET` and `--seeds` / `--steps` on the command
+# line make it smaller). With a GPU: the `full` preset, every method
 # on the controlled, control and HH settings plus the $\tau$ ablation (the committed report below).
 # `RPO_STUDY_PRESET` overrides the choice.
 #

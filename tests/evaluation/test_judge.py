@@ -335,15 +335,15 @@ def test_implicit_reward_accuracy_matches_a_loop_and_records_agree():
     records = implicit_reward_records(pc, pr, rc, rr, beta=0.1)
     summary = win_rate(records)
     assert summary["ties"] == 3 and summary["wins"] == round(expected * 50 - 1.5)
+    with pytest.raises(ValueError, match="1-D of one length"):
+        implicit_reward_accuracy(pc, pr[:3], rc, rr, 0.1)
+    with pytest.raises(ValueError, match="beta"):
+        implicit_reward_accuracy(pc, pr, rc, rr, 0.0)
 
 
 def test_implicit_reward_accuracy_of_a_model_equal_to_its_reference_is_one_half():
     logps = torch.tensor([-10.0, -20.0, -30.0])
     assert implicit_reward_accuracy(logps, logps - 1, logps, logps - 1, beta=0.1) == 0.5
-    with pytest.raises(ValueError, match="1-D of one length"):
-        implicit_reward_accuracy(pc, pr[:3], rc, rr, 0.1)
-    with pytest.raises(ValueError, match="beta"):
-        implicit_reward_accuracy(pc, pr, rc, rr, 0.0)
 
 
 def test_response_logps_matches_a_token_by_token_loop():

@@ -147,3 +147,21 @@ def test_study_resumes_from_its_cache_without_retraining(tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="other settings"):
         run_study(tmp_path, TINY.replace(learning_rate=5e-4), progress=False, embed=fake_embed)
+
+
+def test_study_flags_override_the_preset_and_bad_values_are_refused():
+    import argparse
+
+    from rpo_tutorial.study.cli import register, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["study", "--preset", "smoke", "--seeds", "3,4,5", "--steps", "7", "--tau-ablation",
+                              "none", "--methods", "dpo kto"])
+    settings = settings_from_args(args)
+    assert (settings.seeds, settings.steps, settings.tau_ablation, settings.methods) == ((3, 4, 5), 7, (), ("dpo", "kto"))
+    assert settings.model == "tiny-random:llama"  # the rest from the smoke preset
+    with pytest.raises(ValueError, match="unknown method"):
+        settings_from_args(parser.parse_args(["study", "--methods", "dpo,nope"]))
+    with pytest.raises(SystemExit, match="--steps"):
+        settings_from_args(parser.parse_args(["study", "--steps", "many"]))
