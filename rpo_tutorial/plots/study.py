@@ -37,7 +37,7 @@ def plot_learning_curves(curves: Mapping[str, Mapping[str, Sequence[Mapping[str,
         ax.set_title(setting)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
-    axes[0][-1].legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="best")
     figure.suptitle("mean over seeds; band: lowest to highest seed")
     figure.tight_layout()
     saved = save(figure, path)

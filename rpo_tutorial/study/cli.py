@@ -73,8 +73,9 @@ def _study_command(args: argparse.Namespace) -> int:
     from rpo_tutorial.study.runner import run_study
 
     settings = settings_from_args(args)
-    command = "python -m rpo_tutorial " + " ".join(shlex.quote(word) for word in sys.argv[1:]) \
-        if sys.argv[1:2] == ["study"] else f"python -m rpo_tutorial study --preset {args.preset}"
+    words = [word for word in sys.argv[1:] if word != "--report-only"]  # the command that trains this study
+    command = "python -m rpo_tutorial " + " ".join(shlex.quote(word) for word in words) \
+        if words[:1] == ["study"] else f"python -m rpo_tutorial study --preset {args.preset}"
     print("study settings: " + ", ".join(f"{key}={value}" for key, value in dataclasses.asdict(settings).items()),
           flush=True)
     if not args.report_only:

@@ -142,8 +142,9 @@ def _saturation(report: dict) -> list[str]:
     if not margins:
         return []
     return [f"Unsaturated? Train margins over the last quarter of steps range from {min(margins):.2f} to "
-            f"{max(margins):.2f} nats; the DPO sigmoid saturates when beta x margin reaches ~3-5, i.e. at ~30-50 "
-            "nats for beta 0.1 and ~4-6 nats for the matched beta 0.8 (see the learning-curve figure).", ""]
+            f"{max(margins):.2f} nats. The DPO sigmoid saturates when beta x margin reaches ~3-5, i.e. at ~30-50 "
+            "nats for beta 0.1; an RPO contrast has beta x w_ij with w_ij ~ 1/N, so at the matched beta x N it "
+            "saturates about where DPO does (see the learning-curve figure).", ""]
 
 
 def markdown(report: dict, command: str) -> str:
