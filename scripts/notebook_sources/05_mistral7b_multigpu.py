@@ -93,8 +93,9 @@ assert global_batch == 64
 # no gradients, no optimizer state). The final folder of each stage holds a consolidated model that
 # `from_pretrained` loads, so stage 1's folder is stage 2's `--model`.
 #
-# The default `--contrast-scope local` reproduces the official code's per-GPU matrices;
-# `--contrast-scope global` makes the contrast matrix span the whole global batch of 64 pairs (section 5).
+# The default `--contrast-scope local` reproduces the official code's per-GPU matrices, which is where the
+# paper's numbers came from: keep it (or add `--convention official`) to reproduce them. `--contrast-scope
+# global` is this project's extension: the contrast matrix spans the whole global batch of 64 pairs (section 5).
 #
 # DeepSpeed ZeRO-3 does the same sharding (`pip install deepspeed`): use `configs/deepspeed_zero3_8gpu.yaml`;
 # the launcher's config wins over the preset's FSDP fields, so no extra flag is needed.
