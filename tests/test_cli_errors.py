@@ -88,3 +88,21 @@ def test_cli_prints_the_memory_estimate_before_anything_else(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "train", "--preset", "smoke", "--dataset", str(tmp_path / "gone.jsonl"),
                            "--output-dir", str(tmp_path / "run"))
     assert code == 1 and out.startswith("memory estimate: ~")
+
+
+def test_skipped_rows_name_the_cli_flag_and_strict_stops_at_the_first_one(tmp_path, capsys):
+    from rpo_tutorial.data.preferences import load_preferences
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"Day {i}?", "chosen": "Sunny.", "rejected": "Rainy."} for i in range(3)]
+    rows.insert(1, {"prompt": "Day?", "chosen": "", "rejected": "Rainy."})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.warns(UserWarning, match="--strict"):
+        assert len(load_preferences(path)) == 3
+    for command in (["train", "--preset", "smoke", "--output-dir", str(tmp_path / "run")],
+                    ["sft", "--preset", "smoke", "--output-dir", str(tmp_path / "run")]):
+        code, _, err = run_cli(capsys, *command, "--dataset", str(path), "--strict")
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert "row 1" in err and "pairs.jsonl" in err and "leave out --strict" in err, err
+    with pytest.raises(SystemExit, match="row 1"):
+        main(["evaluate", "--model", "unused", "--reference", "unused", "--dataset", str(path), "--strict"])

@@ -3,8 +3,8 @@
 Paired and unpaired examples collate to the same batch format, so the trainer has one path:
 
 - ``input_ids``, ``attention_mask``, ``labels``: (M + N, T) long; the M chosen (desirable) sequences
-  first, then the N rejected (undesirable) ones, right-padded to the longest sequence T; labels are
-  -100 on prompt and padding.
+  first, then the N rejected (undesirable) ones, right-padded to the longest sequence T (or to a
+  fixed ``pad_to_length``); labels are -100 on prompt and padding.
 - ``num_chosen``: 0-dim long = M; ``paired``: 0-dim bool (True: M == N and rejected row i shares
   the prompt of chosen row i).
 - ``chosen_prompt_embeddings`` (M, D), ``rejected_prompt_embeddings`` (N, D) float32, when the
@@ -22,10 +22,16 @@ import torch
 IGNORE_INDEX = -100  # label of positions that are not scored (prompt, padding): PyTorch's default
 
 
-def _pad(sequences: list[list[int]], value: int) -> torch.Tensor:
-    """Right-pad id lists to the longest. Shape: returns (len(sequences), T) long."""
-    length = max(len(ids) for ids in sequences)
+def _pad(sequences: list[list[int]], value: int, length: int | None = None) -> torch.Tensor:
+    """Right-pad id lists to ``length`` (default: the longest). Shape: returns (len(sequences), T) long."""
+    length = length or max(len(ids) for ids in sequences)
     return torch.tensor([list(ids) + [value] * (length - len(ids)) for ids in sequences], dtype=torch.long)
+
+
+def longest_sequence(examples: Sequence[Mapping]) -> int:
+    """The most tokens of any sequence (chosen, rejected or unpaired) of tokenized ``examples``."""
+    keys = ("chosen_input_ids", "rejected_input_ids", "input_ids")
+    return max((len(example[key]) for example in examples for key in keys if key in example), default=0)
 
 
 def _kind(index: int, example: Mapping) -> str:
@@ -79,11 +85,17 @@ class PreferenceCollator:
         pad_token_id: id used to pad ``input_ids`` (the tokenizer's pad token).
         label_pad_id: value of padded label positions; keep -100, which :func:`sequence_logps`
             ignores (prompt positions are -100 already).
+        pad_to_length: pad every batch to this T instead of its longest sequence (a row's bf16
+            log-prob then does not depend on the other rows; see ``training.reference``).
     """
 
-    def __init__(self, pad_token_id: int, label_pad_id: int = IGNORE_INDEX) -> None:
+    def __init__(self, pad_token_id: int, label_pad_id: int = IGNORE_INDEX, pad_to_length: int | None = None) -> None:
         self.pad_token_id = _check_pad("pad_token_id", pad_token_id)
         self.label_pad_id = _check_pad("label_pad_id", label_pad_id)
+        if pad_to_length is not None and (isinstance(pad_to_length, bool) or not isinstance(pad_to_length, int)
+                                          or pad_to_length < 1):
+            raise ValueError(f"pad_to_length must be an int >= 1 or None, got {pad_to_length!r}")
+        self.pad_to_length = pad_to_length
 
     def __call__(self, examples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         """Collate B paired examples (M = N = B) or B unpaired ones (M desirable + N undesirable = B).
@@ -111,11 +123,15 @@ class PreferenceCollator:
             for prefix in ("chosen_", "rejected_") if paired else ("",):
                 _check_sequence(index, example[f"{prefix}input_ids"], example[f"{prefix}labels"], prefix)
         sequences = chosen_ids + rejected_ids
-        input_ids = _pad([ids for ids, _ in sequences], self.pad_token_id)  # (M + N, T)
+        length = self.pad_to_length
+        longest = max(len(ids) for ids, _ in sequences)
+        if length is not None and longest > length:
+            raise ValueError(f"a sequence has {longest} tokens, more than pad_to_length={length}")
+        input_ids = _pad([ids for ids, _ in sequences], self.pad_token_id, length)  # (M + N, T)
         batch = {
             "input_ids": input_ids,
-            "attention_mask": _pad([[1] * len(ids) for ids, _ in sequences], 0),  # (M + N, T)
-            "labels": _pad([labels for _, labels in sequences], self.label_pad_id),  # (M + N, T)
+            "attention_mask": _pad([[1] * len(ids) for ids, _ in sequences], 0, length),  # (M + N, T)
+            "labels": _pad([labels for _, labels in sequences], self.label_pad_id, length),  # (M + N, T)
             "num_chosen": torch.tensor(len(chosen_ids), dtype=torch.long),
             "paired": torch.tensor(paired),
         }

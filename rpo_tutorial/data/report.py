@@ -23,7 +23,10 @@ from typing import Iterable
 from rpo_tutorial.data.errors import DataError, RowError, locate
 
 __all__ = ["DataError", "InvalidRow", "LoadReport", "PreferenceData", "RowError", "drop_duplicates", "finish"]
-STRICT_HINT = "Pass strict=False to skip invalid rows and count them."
+STRICT_HINT = "Pass strict=False (on the command line: leave out --strict) to skip invalid rows and count them."
+# what a user can do about skipped rows: the loaders' argument, or the flag of the commands that load files
+STRICT_ADVICE = ("pass strict=True (on the command line: rpo-tutorial train / sft / evaluate --strict) to raise on "
+                 "the first invalid row")
 # keys that tell copies of one row apart without changing its content
 _IDENTITY_KEYS = ("id", "source", "prompt_embedding")
 
@@ -154,7 +157,7 @@ def finish(rows: list[dict], report: LoadReport, loader: str) -> PreferenceData:
         raise DataError(f"{loader}: no valid row: {report.summary()}")
     report.duplicates = duplicate_positions(rows)
     if report.invalid or report.duplicates:
-        advice = ["pass strict=True to raise on the first invalid row"] if report.invalid else []
+        advice = [STRICT_ADVICE] if report.invalid else []
         advice += ["drop_duplicates(rows) drops the repeats"] if report.duplicates else []
         warnings.warn(f"{loader}: {report.summary()}. To change this: {', or '.join(advice)}; the counts are in "
                       ".report.", stacklevel=3)

@@ -54,9 +54,9 @@ from rpo_tutorial.demo.settings import (  # noqa: F401 (StageLog, choose_num_thr
     check_settings,
     choose_num_threads,
 )
-from rpo_tutorial.models.logprobs import precompute_reference_logps
 from rpo_tutorial.training.config import RPOConfig, get_preset
-from rpo_tutorial.training.run import load_models, prepare_rows, tokenize_rows
+from rpo_tutorial.training.reference import precompute_reference, reference_collator
+from rpo_tutorial.training.run import load_models, load_reference, prepare_rows, tokenize_rows
 from rpo_tutorial.training.trainer import RPOTrainer
 
 
@@ -164,13 +164,17 @@ def _train_policies(log: StageLog, configs: dict, settings: DemoSettings, method
     train_times, reports = {}, {}
     with log.stage("sft", f"one pass over {len(sft_rows)} chosen responses"):
         sft_examples, reports["sft"] = tokenize_rows(sft_rows, tokenizer, configs["sft"])
-        _, train_times["sft"] = train_stage(configs["sft"], policy, tokenizer, sft_examples,
-                                            SFTCollator(tokenizer.pad_token_id))
-    collator = PreferenceCollator(tokenizer.pad_token_id)
+        sft_trainer, train_times["sft"] = train_stage(configs["sft"], policy, tokenizer, sft_examples,
+                                                      SFTCollator(tokenizer.pad_token_id))
     with log.stage("reference log-probs", "SFT model on the preference pairs, once for every method"):
         examples, reports["pairs"] = tokenize_rows(pair_rows, tokenizer, configs[methods[0]])
-        examples = precompute_reference_logps(policy, examples, collator, batch_size=settings.logprob_batch_size,
-                                              progress=configs["sft"].progress)
+        # training's own path (run.build_trainer): a frozen copy placed, cast and autocast as the policy
+        # is by the SFT trainer's accelerator (the preset's, as in the preference stages), the same collator
+        collator = reference_collator(sft_trainer, PreferenceCollator(tokenizer.pad_token_id), examples)
+        reference = load_reference(configs[methods[0]], policy, from_config=False)
+        examples = precompute_reference(sft_trainer, reference, examples, collator, settings.logprob_batch_size,
+                                        configs["sft"].progress)
+        del reference
     policies = {"sft": policy}
     with log.stage("preference training", " and ".join(m.upper() for m in methods) + " from the SFT model"):
         for method in methods:

@@ -17,8 +17,9 @@ from pathlib import Path
 from rpo_tutorial.evaluation.evaluate import evaluate_preferences, format_summary
 
 
-def load_eval_rows(dataset: str, max_rows: int | None = None) -> list[dict]:
-    """Paired rows of ``dataset`` (module docstring), first ``max_rows``; raises if there are none."""
+def load_eval_rows(dataset: str, max_rows: int | None = None, strict: bool = False) -> list[dict]:
+    """Paired rows of ``dataset`` (module docstring), first ``max_rows``; raises if there are none
+    (``strict``: also at the first invalid row of a file, instead of skipping it)."""
     if dataset.startswith("demo:"):
         from rpo_tutorial.data.demo import load_demo
 
@@ -29,7 +30,7 @@ def load_eval_rows(dataset: str, max_rows: int | None = None) -> list[dict]:
             raise ValueError(f"--dataset {dataset!r}: no such file (or use demo:train / demo:heldout)")
         from rpo_tutorial.training.run import _load_file
 
-        rows = _load_file(path)
+        rows = _load_file(path, strict)
     rows = [row for row in rows][:max_rows]
     unpaired = [index for index, row in enumerate(rows) if "chosen" not in row or "rejected" not in row]
     if unpaired:
@@ -51,7 +52,7 @@ def _evaluate_command(args: argparse.Namespace) -> int:
 
     threads = apply_num_threads(args.num_threads)
     try:
-        rows = load_eval_rows(args.dataset, args.max_rows)
+        rows = load_eval_rows(args.dataset, args.max_rows, args.strict)
     except ValueError as error:
         raise SystemExit(f"rpo-tutorial evaluate: {error}") from None
     print(f"evaluate: {len(rows)} pairs from {args.dataset}; model {args.model} against reference "
@@ -76,6 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference", required=True, help="its reference, e.g. the SFT model folder")
     parser.add_argument("--dataset", required=True, help="preference file, or demo:heldout / demo:train")
     parser.add_argument("--max-rows", type=int, default=None, help="first rows only (default: all)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first invalid row of --dataset, naming it (default: skip and count them)")
     parser.add_argument("--max-length", type=int, default=512, help="prompt + response tokens (default: %(default)s)")
     parser.add_argument("--max-prompt-length", type=int, default=256, help="prompt tokens (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass (default: %(default)s)")

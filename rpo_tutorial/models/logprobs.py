@@ -2,8 +2,10 @@
 
 ``sequence_logps`` turns logits into one float32 number per sequence; ``batch_sequence_logps`` runs
 a causal LM on a collated batch, applying its head to the response rows only (``head.py``);
-``precompute_reference_logps`` fills in the frozen reference model's log-probs once per dataset (the trainer's "precomputed reference" mode, which frees the
-reference model's memory during training).
+``precompute_reference_logps`` fills in the frozen reference model's log-probs once per dataset
+(the trainer's "precomputed reference" mode, which frees the reference model's memory during
+training); ``training.reference.precompute_reference`` runs it with the reference placed and
+sharded as the policy is, each process on its share of the data.
 """
 from __future__ import annotations
 
@@ -58,12 +60,26 @@ def batch_sequence_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tenso
 
 def precompute_reference_logps(model: torch.nn.Module, tokenized_examples: Sequence[Mapping],
                                collator: Callable[[list], Mapping[str, torch.Tensor]], batch_size: int = 8,
-                               progress: bool = True) -> list[dict]:
-    """One pass of the reference model over a tokenized dataset, storing its log-probs per example.
+                               progress: bool = True, *,
+                               forward: Callable[[torch.nn.Module, Mapping], torch.Tensor] = batch_sequence_logps,
+                               num_batches: int | None = None) -> list[dict]:
+    """One pass of the reference model over tokenized examples, storing its log-probs per example.
 
     Paired examples get ``reference_chosen_logps`` and ``reference_rejected_logps``; unpaired ones
     get ``reference_logps``. The inputs are not modified: new dicts are returned in the same order.
-    Runs under ``torch.inference_mode`` with the model in eval mode (restored afterwards).
+    Runs under ``torch.no_grad`` with the model in eval mode (restored afterwards). Training calls
+    this through ``training.reference.precompute_reference``, which places the model as the policy
+    is placed and passes the trainer's own forward.
+
+    Args:
+        forward: ``(model, collated batch) -> (M + N,)`` summed log-probs, chosen rows first;
+            the default moves the batch to the model's device (:func:`batch_sequence_logps`).
+        num_batches: run exactly this many forwards (at least the ``ceil(len / batch_size)``
+            needed); the extra ones collate the first example and are discarded. Sharded models
+            all-gather inside each forward, so every process must run the same number.
+
+    Shape:
+        forward's result: (M + N,) for a batch of M chosen (desirable) and N rejected rows
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -72,16 +88,21 @@ def precompute_reference_logps(model: torch.nn.Module, tokenized_examples: Seque
         raise ValueError("tokenized_examples mixes paired and unpaired examples")
     results = [{key: value for key, value in example.items() if key not in REFERENCE_KEYS}
                for example in tokenized_examples]  # stale reference values are replaced
+    needed = -(-len(results) // batch_size)  # ceil
+    if num_batches is not None and (num_batches < needed or (num_batches and not results)):
+        raise ValueError(f"num_batches={num_batches!r} cannot cover {len(results)} examples in batches of "
+                         f"{batch_size} (needs >= {needed}, and an example to repeat)")
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            starts = range(0, len(results), batch_size)
-            for start in tqdm(starts, desc="reference log-probs", disable=not progress):
-                chunk = results[start:start + batch_size]
-                batch = collator(chunk)
-                logps = batch_sequence_logps(model, batch).cpu().tolist()  # (M + N,)
-                _store(chunk, logps, int(batch["num_chosen"]) if "num_chosen" in batch else None)
+        with torch.no_grad():
+            for index in tqdm(range(needed if num_batches is None else num_batches), desc="reference log-probs",
+                              disable=not progress):
+                chunk = results[index * batch_size:(index + 1) * batch_size]
+                batch = collator(chunk or results[:1])  # past the data: a discarded forward
+                logps = forward(model, batch).float().cpu().tolist()  # (M + N,)
+                if chunk:
+                    _store(chunk, logps, int(batch["num_chosen"]) if "num_chosen" in batch else None)
     finally:
         model.train(was_training)
     return results

@@ -115,8 +115,9 @@ def _run(args: argparse.Namespace, stage: str) -> int:
           f"{config.max_train_rows or 'all'}, lr {config.learning_rate:g}, beta {config.beta:g}, loss {config.loss}"
           + (f", weighting {config.weighting}, effective tau {config.effective_tau:g}" if config.loss == "rpo" else "")
           + f", {threads} torch thread(s)", flush=True)
-    options = {"eval_rows": load_eval_rows(args.eval_dataset)} if getattr(args, "eval_dataset", None) else {}
-    result = runner(config, resume_from_checkpoint=resume, overwrite=args.overwrite, **options)
+    options = {"eval_rows": load_eval_rows(args.eval_dataset, args.strict)} if getattr(args, "eval_dataset", None) \
+        else {}
+    result = runner(config, resume_from_checkpoint=resume, overwrite=args.overwrite, strict=args.strict, **options)
     if result.trainer.is_world_process_zero():
         print(result.tokenization.summary())
         if result.sides is not None:
@@ -139,6 +140,8 @@ def _add_command(subparsers, name: str, help_text: str, exclude: tuple[str, ...]
                              "(only with the configuration saved there)")
     parser.add_argument("--overwrite", action="store_true",
                         help="clear --output-dir first when it holds another run (otherwise such a folder is refused)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first invalid row of a data file, naming it (default: skip and count them)")
     if name == "train":
         parser.add_argument("--eval-dataset", default=None, metavar="FILE|demo:heldout",
                             help="held-out preference rows: eval_rewards/accuracies, ... logged every logging_steps")
@@ -159,8 +162,8 @@ def _preset_from_argv() -> str:
     return "demo"
 
 
-def load_eval_rows(name: str) -> list[dict]:
-    """``--eval-dataset``: ``demo:<split>`` or a preference file."""
+def load_eval_rows(name: str, strict: bool = False) -> list[dict]:
+    """``--eval-dataset``: ``demo:<split>`` or a preference file (``strict``: raise on an invalid row)."""
     from pathlib import Path
 
     from rpo_tutorial.data.demo import load_demo
@@ -170,7 +173,7 @@ def load_eval_rows(name: str) -> list[dict]:
         return load_demo(name.split(":", 1)[1])
     if not Path(name).expanduser().is_file():
         raise SystemExit(f"--eval-dataset {name!r}: no such file (or use demo:heldout)")
-    return _load_file(Path(name).expanduser())
+    return _load_file(Path(name).expanduser(), strict)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

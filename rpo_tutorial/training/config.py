@@ -205,7 +205,7 @@ class RPOConfig:
         """
         from transformers import TrainingArguments
 
-        from rpo_tutorial.training.launch import FSDP_SETTINGS, launcher_distribution
+        from rpo_tutorial.training.launch import FSDP_SETTINGS, environment_restored, launcher_distribution
 
         names = {f.name for f in dataclasses.fields(TrainingArguments)}
         transformers_5 = "activation_checkpointing" in names  # renamed from gradient_checkpointing in v5
@@ -240,7 +240,8 @@ class RPOConfig:
         values.update(overrides)
         if values.get("remove_unused_columns"):
             raise ValueError("remove_unused_columns must stay False: the trainer reads extra batch keys")
-        return TrainingArguments(**values)
+        with environment_restored():  # FSDP arguments set FSDP_CPU_RAM_EFFICIENT_LOADING in os.environ
+            return TrainingArguments(**values)
 
 
 def _check_bool(name: str, value: object, optional: bool = False) -> None:

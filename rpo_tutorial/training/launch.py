@@ -8,20 +8,47 @@ arguments, which would override the yaml's state-dict type and RAM-efficient loa
 names neither (``torchrun``, ``python``, a notebook), ``RPOConfig.fsdp=True`` builds the same
 FSDP settings as ``configs/fsdp_mistral7b_8gpu.yaml`` (:data:`FSDP_SETTINGS`). Rank 0 prints
 the effective settings at start (:func:`report_distribution`), and a run that asked for FSDP
-but got DDP says so in a warning.
+but got DDP says so in a warning. Setting up FSDP in-process leaves ``os.environ`` as it was
+(:func:`environment_restored`).
 """
 from __future__ import annotations
 
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 # What configs/fsdp_mistral7b_8gpu.yaml sets, as transformers' fsdp_config keys (torchrun / python route).
 FSDP_SETTINGS = {"version": 2, "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT",
                  "cpu_ram_efficient_loading": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP"}
+
+
+# Written into os.environ by TrainingArguments / FullyShardedDataParallelPlugin / Accelerator(fsdp_plugin=...);
+# left there, a later Accelerator in the same process (a notebook's next run) would build an FSDP plugin.
+FSDP_ENVIRONMENT = ("ACCELERATE_USE_FSDP", "FSDP_CPU_RAM_EFFICIENT_LOADING")
+
+
+@contextmanager
+def environment_restored(names: tuple[str, ...] = FSDP_ENVIRONMENT) -> Iterator[None]:
+    """Put ``os.environ[name]`` back as it was (set, or absent) on exit, for each of ``names``.
+
+    Wraps where transformers and accelerate write these variables while an FSDP run is set up in
+    this process; the values a launcher exported are what is restored. Nothing reads them after
+    the accelerator exists, except ``from_pretrained`` (which should not see another run's FSDP).
+    """
+    previous = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _flag(name: str) -> bool:

@@ -22,6 +22,9 @@ memory, the same arithmetic). Buffers (RoPE's ``inv_freq``) are never cast.
 :func:`precompute_reference` runs the same prepared reference once over the data, each process
 on its own share, with every process doing the same number of forwards (sharded models
 all-gather inside each forward, so an extra batch on one process would hang the others).
+Its batches come from :func:`reference_collator`, which under mixed precision pads the one-off
+pass and every training step to the same length, so the stored log-probs are what a live
+reference computes (bit for bit on CPU).
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ import warnings
 from types import MethodType
 
 import torch
+
+from rpo_tutorial.data.collate import PreferenceCollator, longest_sequence
 
 
 def cast_parameters(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -141,32 +146,47 @@ def precompute_reference(trainer, reference: torch.nn.Module, examples: list[dic
     """Reference log-probs of every example, computed as in training; each process does every W-th example.
 
     ``reference`` is placed with :func:`prepare_reference` (sharded under FSDP2 / ZeRO-3), so the
-    pass never holds a full model per GPU. Returns new example dicts (same order) carrying
-    ``reference_chosen_logps`` / ``reference_rejected_logps`` (paired) or ``reference_logps``.
+    pass never holds a full model per GPU, and each batch goes through the trainer's own input
+    preparation and forward. The per-batch work is ``models.logprobs.precompute_reference_logps``.
+    Use the collator of :func:`reference_collator`, in this pass and in training. Returns new
+    example dicts (same order) carrying ``reference_chosen_logps`` / ``reference_rejected_logps``
+    (paired) or ``reference_logps``.
     """
-    from rpo_tutorial.models.logprobs import REFERENCE_KEYS, _store
+    from rpo_tutorial.models.logprobs import precompute_reference_logps
     from rpo_tutorial.training.distributed import is_distributed, rank, world_size
 
-    results = [{key: value for key, value in example.items() if key not in REFERENCE_KEYS} for example in examples]
     processes, me = world_size(), rank()
-    share = results[me::processes]
-    batches = math.ceil(math.ceil(len(results) / processes) / batch_size)  # the same count on every process
-    model = prepare_reference(reference, trainer)
-    from tqdm.auto import tqdm
+    share = examples[me::processes]
+    batches = math.ceil(math.ceil(len(examples) / processes) / batch_size)  # the same count on every process
 
-    with torch.no_grad():
-        for index in tqdm(range(batches), desc="reference log-probs", disable=not progress or me != 0):
-            chunk = share[index * batch_size:(index + 1) * batch_size]
-            padded = chunk or results[:1]  # a process with nothing left still joins the collectives
-            batch = trainer._prepare_inputs(collator(padded))
-            logps = trainer._forward_logps(model, batch).float().cpu().tolist()  # (M + N,)
-            if chunk:
-                _store(chunk, logps, int(batch["num_chosen"]) if "num_chosen" in batch else None)
+    def forward(model: torch.nn.Module, batch) -> torch.Tensor:
+        return trainer._forward_logps(model, trainer._prepare_inputs(batch))  # (M + N,)
+
+    done = precompute_reference_logps(prepare_reference(reference, trainer), share or examples[:1], collator,
+                                      batch_size, progress and me == 0, forward=forward, num_batches=batches)
+    share = done if share else []  # a process with nothing to do still joined every forward
     if not is_distributed():
         return share
     shares = [None] * processes
     torch.distributed.all_gather_object(shares, share)
-    gathered: list = [None] * len(results)
+    gathered: list = [None] * len(examples)
     for index, part in enumerate(shares):
         gathered[index::processes] = part
     return gathered
+
+
+def reference_collator(trainer, collator, examples: list[dict]):
+    """The collator of a run with precomputed reference log-probs: ``collator``, or under mixed precision
+    the same collator padding every batch to the longest sequence of ``examples``.
+
+    bf16 kernels round differently for another padded length T (SDPA attention on CPU: up to 3e-4
+    nats per sequence on a tiny model), and a training batch is padded to the longest sequence of
+    ITS rows, not of the precompute batch's. With one fixed length a row's arithmetic no longer
+    depends on the other rows (exactly, on CPU: tests/training/test_precision.py; GPU libraries may
+    still pick kernels by the batch's row count), so the stored log-prob is the one the training
+    step computes. float32 keeps the shorter batches (no difference measured on CPU). Shared by the
+    one-off pass, training and evaluation: pass ``examples`` = training + eval examples.
+    """
+    if trainer.accelerator.mixed_precision in (None, "no") or not isinstance(collator, PreferenceCollator):
+        return collator
+    return PreferenceCollator(collator.pad_token_id, collator.label_pad_id, pad_to_length=longest_sequence(examples))

@@ -42,7 +42,13 @@ from rpo_tutorial.training.config import TINY_MODEL_PREFIX, RPOConfig
 from rpo_tutorial.training.dataset_checks import SideCheck, check_sides
 from rpo_tutorial.training.launch import fsdp_requested, save_full_model
 from rpo_tutorial.training.output_dir import CONFIG_FILE, apply_plan, plan_output_dir
-from rpo_tutorial.training.reference import cast_parameters, copy_buffers, parameter_dtype, precompute_reference
+from rpo_tutorial.training.reference import (
+    cast_parameters,
+    copy_buffers,
+    parameter_dtype,
+    precompute_reference,
+    reference_collator,
+)
 from rpo_tutorial.training.run_loss import RunLossCallback
 from rpo_tutorial.training.trainer import RPOTrainer
 
@@ -61,32 +67,35 @@ class RunResult:
 
 
 # ---- data -----------------------------------------------------------------------------------
-def load_rows(config: RPOConfig) -> list[dict]:
-    """The dataset named by ``config.dataset`` (first ``max_train_rows`` rows)."""
+def load_rows(config: RPOConfig, strict: bool = False) -> list[dict]:
+    """The dataset named by ``config.dataset`` (first ``max_train_rows`` rows).
+
+    ``strict``: raise on the first invalid row instead of skipping it (the CLI's ``--strict``).
+    """
     name = config.dataset
     if name == "demo":
         rows = load_demo(config.dataset_split)
     elif name == "hh" or name.startswith("hh:"):
         subsets = [s.strip() for s in name[3:].split(",") if s.strip()] or None
-        rows = load_hh(split=config.dataset_split, subsets=subsets)
+        rows = load_hh(split=config.dataset_split, subsets=subsets, strict=strict)
     elif Path(name).expanduser().exists():
-        rows = _load_file(Path(name).expanduser())
+        rows = _load_file(Path(name).expanduser(), strict)
     else:
-        rows = load_preferences(name, split=config.dataset_split)
+        rows = load_preferences(name, split=config.dataset_split, strict=strict)
     rows = list(rows)[: config.max_train_rows]
     if not rows:
         raise ValueError(f"dataset {name!r} (split {config.dataset_split!r}) gave no rows")
     return rows
 
 
-def _load_file(path: Path) -> list[dict]:
+def _load_file(path: Path, strict: bool = False) -> list[dict]:
     """A local file of {prompt, chosen, rejected} / {prompt, completion, label} rows, or of HH transcripts."""
     from rpo_tutorial.data.preferences import HHSchemaError
 
     try:
-        return load_preferences(path)
+        return load_preferences(path, strict=strict)
     except HHSchemaError:  # {chosen, rejected} full transcripts and no prompt: the hub's HH schema
-        return load_hh(path=path)
+        return load_hh(path=path, strict=strict)
 
 
 def prepare_rows(rows: Sequence[dict], config: RPOConfig) -> list[dict]:
@@ -164,7 +173,8 @@ def apply_lora(model: torch.nn.Module, config: RPOConfig) -> torch.nn.Module:
 
 # ---- build and run ----------------------------------------------------------------------------
 def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy: torch.nn.Module | None = None,
-                  tokenizer=None, eval_rows: Sequence[dict] | None = None) -> tuple[RPOTrainer, TokenizationReport]:
+                  tokenizer=None, eval_rows: Sequence[dict] | None = None,
+                  strict: bool = False) -> tuple[RPOTrainer, TokenizationReport]:
     """Everything up to ``trainer.train()``: data, models, reference, collator, trainer.
 
     Args:
@@ -172,13 +182,14 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
         policy, tokenizer: use these instead of loading ``config.model`` (both or neither).
         eval_rows: held-out rows, evaluated every ``logging_steps`` (``eval_loss``,
             ``eval_rewards/accuracies``, ... in metrics.jsonl).
+        strict: loading ``config.dataset``, raise on the first invalid row instead of skipping it.
     """
     if (policy is None) != (tokenizer is None):
         raise ValueError("pass both policy and tokenizer, or neither")
     args = config.to_training_arguments()
     first = args.main_process_first if torch.distributed.is_initialized() else (lambda **_: nullcontext())
     with first(desc="prompt embeddings"):
-        rows = prepare_rows(load_rows(config) if rows is None else rows, config)
+        rows = prepare_rows(load_rows(config, strict) if rows is None else rows, config)
     loaded_here = policy is None
     if loaded_here:
         tokenizer, policy = load_models(config)
@@ -206,8 +217,10 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
                          processing_class=tokenizer)
     trainer.side_check = sides
     if precompute:  # one pass of the reference, placed (sharded) as in training, each process on its share
-        done = precompute_reference(trainer, reference, examples + (eval_examples or []), collator,
-                                    config.precompute_batch_size, config.progress)
+        everything = examples + (eval_examples or [])
+        trainer.data_collator = collator = reference_collator(trainer, collator, everything)  # the same padding
+        done = precompute_reference(trainer, reference, everything, collator, config.precompute_batch_size,
+                                    config.progress)
         trainer.train_dataset = done[:len(examples)]
         if eval_examples is not None:
             trainer.eval_dataset = done[len(examples):]

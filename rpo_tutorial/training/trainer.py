@@ -46,7 +46,7 @@ from rpo_tutorial.models.head import model_sequence_logps
 from rpo_tutorial.training.accumulation import StepCoefficients, step_coefficients, surrogate_loss
 from rpo_tutorial.training.config import RPOConfig
 from rpo_tutorial.training.distributed import all_reduce_sum, world_size
-from rpo_tutorial.training.launch import any_process_flagged, report_distribution
+from rpo_tutorial.training.launch import any_process_flagged, environment_restored, report_distribution
 from rpo_tutorial.training.metrics import (
     MetricsAccumulator,
     MetricsJsonlCallback,
@@ -92,7 +92,8 @@ class RPOTrainer(Trainer):
             raise ValueError("TrainingArguments.remove_unused_columns must be False: batches carry prompt "
                              "embeddings and reference log-probs that the model's forward does not take")
         _check_reference(config, model, reference_model)
-        super().__init__(model=model, args=args, **kwargs)
+        with environment_restored():  # Accelerator(fsdp_plugin=...) sets ACCELERATE_USE_FSDP for good otherwise
+            super().__init__(model=model, args=args, **kwargs)
         self.config = config
         self.model_accepts_loss_kwargs = False  # we never pass num_items_in_batch to the model
         self.distribution = report_distribution(self, config)  # printed on rank 0

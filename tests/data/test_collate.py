@@ -168,3 +168,36 @@ def test_tokenized_pairs_collate_and_decode_back():
         "An apple.<|im_end|>", "Hi!<|im_end|>", "A chair.<|im_end|>", "No.<|im_end|>"]
     responses = [tokenizer.decode(row[row != -100]) for row in batch["labels"]]
     assert responses == ["An apple.<|im_end|>", "Hi!<|im_end|>", "A chair.<|im_end|>", "No.<|im_end|>"]
+
+
+@pytest.mark.parametrize("kind", ["paired", "unpaired"])
+def test_pad_to_length_pads_every_batch_to_that_length_like_a_brute_force_loop(kind):
+    examples = paired_examples(3) if kind == "paired" else unpaired_examples([True, False, True])
+    width = 20
+    batch = PreferenceCollator(PAD, pad_to_length=width)(examples)
+    if kind == "paired":
+        sequences = [(e["chosen_input_ids"], e["chosen_labels"]) for e in examples]
+        sequences += [(e["rejected_input_ids"], e["rejected_labels"]) for e in examples]
+    else:
+        ordered = [e for e in examples if e["label"]] + [e for e in examples if not e["label"]]
+        sequences = [(e["input_ids"], e["labels"]) for e in ordered]
+    input_ids, mask, labels = brute_force_rows(sequences, width)
+    assert batch["input_ids"].tolist() == input_ids
+    assert batch["attention_mask"].tolist() == mask
+    assert batch["labels"].tolist() == labels
+
+
+def test_longest_sequence_and_a_pad_to_length_too_short_or_invalid():
+    from rpo_tutorial.data.collate import longest_sequence
+
+    examples = paired_examples(4)
+    longest = longest_sequence(examples)
+    assert longest == max(len(e[key]) for e in examples for key in ("chosen_input_ids", "rejected_input_ids"))
+    assert longest_sequence(unpaired_examples([True, False])) == max(
+        len(e["input_ids"]) for e in unpaired_examples([True, False]))
+    assert PreferenceCollator(PAD, pad_to_length=longest)(examples)["input_ids"].shape == (8, longest)
+    with pytest.raises(ValueError, match=f"{longest} tokens, more than pad_to_length={longest - 1}"):
+        PreferenceCollator(PAD, pad_to_length=longest - 1)(examples)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="pad_to_length"):
+            PreferenceCollator(PAD, pad_to_length=bad)

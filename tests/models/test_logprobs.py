@@ -145,3 +145,20 @@ def test_precompute_reference_logps_rejects_mixed_examples(tiny):
     mixed = make_paired(1) + [{"input_ids": [1, 2], "labels": [-100, 2], "label": True}]
     with pytest.raises(ValueError, match="mixes"):
         precompute_reference_logps(tiny, mixed, PreferenceCollator(PAD), progress=False)
+
+
+def test_precompute_reference_logps_runs_num_batches_forwards_through_the_given_forward(tiny):
+    examples = make_paired(3, seed=3)
+    shapes = []
+
+    def forward(model, batch):
+        shapes.append(tuple(batch["input_ids"].shape))
+        return batch_sequence_logps(model, batch)
+
+    expected = precompute_reference_logps(tiny, examples, PreferenceCollator(PAD), batch_size=2, progress=False)
+    filled = precompute_reference_logps(tiny, examples, PreferenceCollator(PAD), batch_size=2, progress=False,
+                                        forward=forward, num_batches=4)
+    assert [rows for rows, _ in shapes] == [4, 2, 2, 2]  # 2 pairs, 1 pair, then 2 discarded repeats of example 0
+    assert filled == expected
+    with pytest.raises(ValueError, match="num_batches=1 cannot cover 3 examples"):
+        precompute_reference_logps(tiny, examples, PreferenceCollator(PAD), batch_size=2, num_batches=1)

@@ -8,53 +8,18 @@ import pytest
 import torch
 
 from rpo_tutorial.models import tiny_model
-from rpo_tutorial.models.head import model_sequence_logps
 from rpo_tutorial.training.accumulation import step_coefficients, surrogate_loss
 from rpo_tutorial.training.config import RPOConfig
-from rpo_tutorial.training.objectives import PreferenceLogps, scoped_objective
-
-VOCAB, LENGTH, DIM = 97, 9, 5
-
-
-def make_micro_batch(num_chosen: int, num_rejected: int, paired: bool, generator: torch.Generator) -> dict:
-    """Stacked rows (chosen first) with a 3-token prompt, padding at the end of some rows."""
-    rows = num_chosen + num_rejected
-    ids = torch.randint(1, VOCAB, (rows, LENGTH), generator=generator)
-    labels = ids.clone()
-    labels[:, :3] = -100
-    for row in range(rows):
-        padding = int(torch.randint(0, 4, (1,), generator=generator))
-        if padding:
-            labels[row, -padding:] = -100
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "num_chosen": num_chosen,
-            "reference": -30 * torch.rand(rows, generator=generator), "embeddings": torch.randn(rows, DIM,
-                                                                                              generator=generator),
-            "paired": paired}
-
-
-def as_logps(batch: dict, policy: torch.Tensor) -> PreferenceLogps:
-    m = batch["num_chosen"]
-    counts = (batch["labels"][:, 1:] != -100).sum(1)
-    return PreferenceLogps(policy[:m], policy[m:], batch["reference"][:m], batch["reference"][m:],
-                           batch["embeddings"][:m], batch["embeddings"][m:], batch["paired"], counts[:m], counts[m:])
-
-
-def logps_of(model, batch: dict) -> torch.Tensor:
-    return model_sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-
-
-def whole_batch(batches: list[dict]) -> dict:
-    """One batch of every micro-batch's rows: all chosen rows first, then all rejected rows."""
-    chosen = {key: torch.cat([b[key][:b["num_chosen"]] for b in batches])
-              for key in ("input_ids", "attention_mask", "labels", "reference", "embeddings")}
-    rejected = {key: torch.cat([b[key][b["num_chosen"]:] for b in batches]) for key in chosen}
-    whole = {key: torch.cat([chosen[key], rejected[key]]) for key in chosen}
-    return {**whole, "num_chosen": sum(b["num_chosen"] for b in batches), "paired": batches[0]["paired"]}
-
-
-def gradients(model) -> dict[str, torch.Tensor]:
-    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-
+from rpo_tutorial.training.objectives import scoped_objective
+from tests.training.dist_scripts.helpers import (
+    DIM,
+    VOCAB,
+    as_logps,
+    gradients,
+    logps_of,
+    make_micro_batch,
+    whole_batch,
+)
 
 CASES = {
     "rpo-paired": (RPOConfig(loss="rpo", weighting="embedding", beta=0.5), [(2, 2), (1, 1), (3, 3), (2, 2)]),

@@ -3,6 +3,7 @@ launcher's config wins over the preset, and the preset's own FSDP settings equal
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
 from pathlib import Path
@@ -114,3 +115,43 @@ def test_no_fsdp_with_a_layer_class_is_valid_for_deepspeed():
 def test_readme_has_no_placeholder_in_launch_commands():
     assert not any("..." in " ".join(command) for command in readme_commands())
     assert not re.search(r"accelerate starts CPU processes only (through|via) MPI", (ROOT / "README.md").read_text())
+
+
+def test_environment_restored_puts_back_set_and_absent_variables(clean_environment):
+    from rpo_tutorial.training.launch import environment_restored
+
+    clean_environment.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")  # e.g. exported by a launcher
+    with environment_restored():
+        os.environ["ACCELERATE_USE_FSDP"] = "true"
+        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "True"
+    assert "ACCELERATE_USE_FSDP" not in os.environ
+    assert os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "false"
+
+
+def test_an_fsdp_trainer_set_up_in_process_leaves_the_environment_as_it_was(clean_environment, tmp_path):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    from rpo_tutorial.models.loading import tiny_model
+    from rpo_tutorial.training.trainer import RPOTrainer
+
+    clean_environment.delenv("FSDP_CPU_RAM_EFFICIENT_LOADING", raising=False)
+    seen = {}
+    original = Accelerator.__init__
+
+    def spy(self, *args, **kwargs):  # what accelerate writes while the trainer is set up
+        original(self, *args, **kwargs)
+        seen.update({name: os.environ.get(name) for name in ("ACCELERATE_USE_FSDP", "FSDP_CPU_RAM_EFFICIENT_LOADING")})
+
+    clean_environment.setattr(Accelerator, "__init__", spy)
+    config = get_preset("smoke", fsdp=True, fsdp_layer_class="LlamaDecoderLayer", reference="precomputed",
+                        output_dir=str(tmp_path))
+    try:  # one process: transformers refuses FSDP, but only after the accelerator was made (and the variables set);
+        # the 2-process runs of dist_scripts/fsdp_runs.py check the same after successful FSDP set-ups
+        with pytest.raises(ValueError, match="only works in distributed training"):
+            RPOTrainer(model=tiny_model(64, hidden_size=16, num_layers=1), config=config)
+    finally:
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+    assert seen == {"ACCELERATE_USE_FSDP": "true", "FSDP_CPU_RAM_EFFICIENT_LOADING": "True"}  # the check can fail
+    assert "ACCELERATE_USE_FSDP" not in os.environ and "FSDP_CPU_RAM_EFFICIENT_LOADING" not in os.environ

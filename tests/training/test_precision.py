@@ -2,8 +2,9 @@
 
 The policy trains with float32 weights (under bf16 autocast when ``bf16=True``); the frozen
 reference must run the same arithmetic: same parameter dtype, same autocast, or the stored
-log-probs of that same computation (``reference="precomputed"``). The check is exact (== 0),
-so any difference in dtype, autocast or kernel shows up.
+log-probs of that same computation (``reference="precomputed"``: under bf16 the one-off pass and
+every training batch are padded to one length, ``training.reference.reference_collator``). The
+check is exact (== 0), so any difference in dtype, autocast, padding or kernel shows up.
 """
 from __future__ import annotations
 
@@ -11,46 +12,41 @@ import pytest
 import torch
 
 from rpo_tutorial.models.loading import load_tokenizer, tiny_model
-from rpo_tutorial.training import trainer as trainer_module
 from rpo_tutorial.training.config import get_preset
 from rpo_tutorial.training.run import build_trainer
+from tests.training.dist_scripts.helpers import recorded_log_ratios
 from tests.training.test_trainer import make_rows
 
 
-def first_step_log_ratios(monkeypatch, tmp_path, **changes) -> torch.Tensor:
+def first_step_log_ratios(tmp_path, **changes) -> torch.Tensor:
     """All (chosen and rejected) log-ratios the objective sees in the first micro-batch."""
-    seen = []
-    original = trainer_module.scoped_objective
-
-    def record(logps, config):
-        seen.append(torch.cat([logps.policy_chosen_logps - logps.reference_chosen_logps,
-                               logps.policy_rejected_logps - logps.reference_rejected_logps]).detach())
-        return original(logps, config)
-
-    monkeypatch.setattr(trainer_module, "scoped_objective", record)
     tokenizer = load_tokenizer()
     config = get_preset("smoke", max_steps=1, per_device_train_batch_size=4, max_length=48, max_prompt_length=24,
                         output_dir=str(tmp_path / "run"), precompute_batch_size=3, **changes)
     policy = tiny_model(len(tokenizer), architecture="mistral", hidden_size=32, num_layers=2, seed=3)
-    trainer, _ = build_trainer(config, rows=make_rows(8), policy=policy, tokenizer=tokenizer)
-    trainer.train()
+    with recorded_log_ratios() as seen:
+        trainer, _ = build_trainer(config, rows=make_rows(8), policy=policy, tokenizer=tokenizer)
+        trainer.train()
     assert seen, "the objective never ran"
     return seen[0]
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
 @pytest.mark.parametrize("reference", ["model", "precomputed"])
-def test_log_ratios_are_exactly_zero_before_the_first_step(monkeypatch, tmp_path, bf16, reference):
-    ratios = first_step_log_ratios(monkeypatch, tmp_path, bf16=bf16, reference=reference)
+def test_log_ratios_are_exactly_zero_before_the_first_step(tmp_path, bf16, reference):
+    # precomputed: batches of 3 in the one-off pass, of 4 (shuffled) in training
+    ratios = first_step_log_ratios(tmp_path, bf16=bf16, reference=reference)
     assert ratios.numel() == 8
-    if reference == "precomputed" and bf16:
-        # The same arithmetic, but in other batches (precompute_batch_size=3 vs training's shuffled 4):
-        # a bf16 kernel's rounding can depend on the batch's shape (rows, padded length), so a row's
-        # log-prob may move by ~1e-5 nats (measured <= 7e-5 here). The bug this guards against
-        # (an fp32 reference next to a bf16-autocast policy) gave up to 0.6 nats.
-        assert ratios.abs().max().item() < 1e-3, ratios
-    else:
-        assert ratios.abs().max().item() == 0.0, ratios
+    assert ratios.abs().max().item() == 0.0, ratios
+
+
+def test_the_check_can_fail_bf16_batches_padded_to_their_own_longest_row(monkeypatch, tmp_path):
+    from rpo_tutorial.training import run as run_module
+
+    # the route before: the one-off pass and training padded each batch to its own longest row
+    monkeypatch.setattr(run_module, "reference_collator", lambda trainer, collator, examples: collator)
+    ratios = first_step_log_ratios(tmp_path, bf16=True, reference="precomputed")
+    assert 0.0 < ratios.abs().max().item() < 1e-2  # bf16 rounding of another padded length, not a bug's 0.6 nats
 
 
 def test_the_check_can_fail_a_bf16_copy_of_the_reference_is_not_the_policy(monkeypatch, tmp_path):
@@ -61,5 +57,5 @@ def test_the_check_can_fail_a_bf16_copy_of_the_reference_is_not_the_policy(monke
     monkeypatch.setattr(reference_module, "autocast_like_policy", lambda model, accelerator: model)
     monkeypatch.setattr(reference_module, "parameter_dtype", lambda model: torch.bfloat16)
     monkeypatch.setattr(run_module, "parameter_dtype", lambda model: torch.bfloat16)
-    ratios = first_step_log_ratios(monkeypatch, tmp_path, bf16=True, reference="model")
+    ratios = first_step_log_ratios(tmp_path, bf16=True, reference="model")
     assert ratios.abs().max().item() > 0.0

@@ -29,8 +29,8 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 import cpu_fsdp  # noqa: E402
+from helpers import recorded_log_ratios  # noqa: E402
 from rpo_tutorial.data.run_logs import read_metrics  # noqa: E402
-from rpo_tutorial.training import trainer as trainer_module  # noqa: E402
 from rpo_tutorial.training.config import get_preset  # noqa: E402
 from rpo_tutorial.training.run import build_trainer, run_training  # noqa: E402
 
@@ -56,8 +56,8 @@ def reset_accelerator() -> None:
 
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    for name in ("ACCELERATE_USE_FSDP", "FSDP_CPU_RAM_EFFICIENT_LOADING"):  # set by Accelerator(fsdp_plugin=...)
-        os.environ.pop(name, None)
+    # No os.environ clean-up: the package restores ACCELERATE_USE_FSDP & co. itself (launch.environment_restored),
+    # so the DDP runs after an FSDP run in this process check that it does.
 
 
 def fsdp_refused_without_the_switch(root: Path) -> dict:
@@ -119,22 +119,13 @@ def case(root: Path, reference: str, scope: str) -> dict:
 
 
 def bf16_step0_log_ratios(root: Path) -> float:
-    seen = []
-    original = trainer_module.scoped_objective
-
-    def record(logps, config):
-        seen.append(torch.cat([logps.policy_chosen_logps - logps.reference_chosen_logps,
-                               logps.policy_rejected_logps - logps.reference_rejected_logps]).detach())
-        return original(logps, config)
-
-    trainer_module.scoped_objective = record
     try:
-        config = config_for(root / "bf16", bf16=True, fsdp=True, fsdp_layer_class="MistralDecoderLayer", max_steps=1,
-                            save_steps=0)
-        trainer, _ = build_trainer(config, rows=ROWS)
-        trainer.train()
+        with recorded_log_ratios() as seen:
+            config = config_for(root / "bf16", bf16=True, fsdp=True, fsdp_layer_class="MistralDecoderLayer",
+                                max_steps=1, save_steps=0)
+            trainer, _ = build_trainer(config, rows=ROWS)
+            trainer.train()
     finally:
-        trainer_module.scoped_objective = original
         reset_accelerator()
     return seen[0].abs().max().item()
 

@@ -1,6 +1,6 @@
-"""2-process check of contrast_scope="global" (run by tests/test_distributed.py through torchrun).
+"""2-process check of contrast_scope="global" (run by tests/training/test_distributed.py through torchrun).
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/dist_scripts/global_equivalence.py OUT.json
+    python -m torch.distributed.run --nproc_per_node 2 tests/training/dist_scripts/global_equivalence.py OUT.json
 
 Every process holds a DDP-wrapped tiny model and its own slice of one global batch (unequal
 M_k and N_k in the unpaired case), computes the global RPO loss through
@@ -12,13 +12,13 @@ the largest differences in loss and gradients, plus the difference the "local" s
 from __future__ import annotations
 
 import copy
-import json
 import sys
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from helpers import finish
 from rpo_tutorial.models.loading import tiny_model
 from rpo_tutorial.models.logprobs import sequence_logps
 from rpo_tutorial.training.config import RPOConfig
@@ -95,11 +95,7 @@ def main() -> None:
     results.update(check("unpaired", [(3, 1), (1, 2)],
                          RPOConfig(loss="rpo", paired=False, weighting="embedding", beta=0.5), model))
     results.update(check("kto", [(2, 1), (1, 3)], RPOConfig(loss="kto", beta=0.5), model))
-    if dist.get_rank() == 0:
-        with open(sys.argv[1], "w") as handle:
-            json.dump(results, handle)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish(results, sys.argv[1])
 
 
 if __name__ == "__main__":
