@@ -41,7 +41,8 @@ from rpo_tutorial.models.head import (
 # RoPE decoders whose attention reads a transformers DynamicCache as tested here (tests/models/test_shared_prompt.py)
 SHARED_PROMPT_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # flash-attention, flex and others take the one-forward path
-ENGINE_WRAPPERS = ("DistributedDataParallel", "FullyShardedDataParallel", "DeepSpeedEngine")  # two forwards, one backward
+# sharded engines: not tested with two forwards per backward (DDP is: tests/training/test_distributed.py)
+ENGINE_WRAPPERS = ("FullyShardedDataParallel", "DeepSpeedEngine")
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def shared_prompt_problem(model: torch.nn.Module) -> str | None:
     if plain_linear_head(model) is None:
         return "its logits are not a plain linear head (or the head is sharded)"
     inner, wrapper = _unwrap(model), model
-    while True:  # DDP / FSDP / DeepSpeed engines expect one forward per backward
+    while True:  # FSDP / DeepSpeed engines
         if type(wrapper).__name__ in ENGINE_WRAPPERS:
             return f"it runs inside {type(wrapper).__name__}"
         if not (hasattr(wrapper, "module") and isinstance(wrapper.module, torch.nn.Module)):
