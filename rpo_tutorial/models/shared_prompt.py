@@ -14,6 +14,8 @@ prompt twice. :func:`shared_prompt_sequence_logps` instead runs
 Each token keeps its position in the original row (``position_ids``), so RoPE sees the same
 positions as in the one-forward path; left-padded prompts end where the responses begin, so the
 index distance between any two tokens is their true distance (sliding-window masks agree too).
+The left padding's query rows attend to nothing; sdpa (torch >= 2.5) returns zeros for them and
+eager attention a finite average, so no NaN reaches the real rows, forward or backward.
 The LM head runs on the response-predicting rows only (``head.label_token_logps``). The values
 equal those of ``head.model_sequence_logps`` up to float rounding (the sums and matmuls are
 grouped differently); ``tests/models/test_shared_prompt.py`` checks values and gradients.
@@ -140,8 +142,11 @@ def shared_prompt_problem(model: torch.nn.Module) -> str | None:
     config = inner.config
     if config.model_type not in SHARED_PROMPT_MODEL_TYPES:
         return f"model_type {config.model_type!r} is not in {SHARED_PROMPT_MODEL_TYPES}"
-    if getattr(config, "_attn_implementation", None) not in ATTENTION_IMPLEMENTATIONS:
-        return f"attention implementation {getattr(config, '_attn_implementation', None)!r} is untested here"
+    attention = getattr(config, "_attn_implementation", None)
+    if attention not in ATTENTION_IMPLEMENTATIONS:
+        return f"attention implementation {attention!r} is untested here"
+    if attention == "sdpa" and torch.__version__ < "2.5":
+        return "sdpa before torch 2.5 gives NaN on the fully masked rows of left padding"
     if _checkpointing(inner) and inner.training and torch.is_grad_enabled():
         return "gradient checkpointing drops the cache in training"
     if _cache_argument(model) is None:

@@ -15,13 +15,18 @@ from rpo_tutorial.models.shared_prompt import (
 )
 from tests.models.test_head import PAD, VOCAB, examples, loop_logps, make_model
 
-SHAPES = ["smollm2", "llama", "mistral", "mistral-window-3", "qwen2", "qwen3"]
+SHAPES = ["smollm2", "llama", "llama-eager", "mistral", "mistral-window-3", "qwen2", "qwen3"]
 
 
 def make_shape(shape: str):
-    """test_head's models, a Mistral whose sliding window (3) is shorter than the rows, and Qwen2 / Qwen3."""
+    """test_head's models, with eager attention, a Mistral whose sliding window (3) is shorter than the rows,
+    and Qwen2 / Qwen3."""
     if shape in ("smollm2", "llama", "mistral"):
         return make_model(shape)
+    if shape == "llama-eager":
+        model = make_model("llama")
+        model.config._attn_implementation = "eager"
+        return model
     if shape == "mistral-window-3":
         model = make_model("mistral")
         model.config.sliding_window = 3
