@@ -44,7 +44,7 @@ import torch
 from transformers import Trainer
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
-from rpo_tutorial.models.shared_prompt import prompt_sharing_sequence_logps
+from rpo_tutorial.models.shared_prompt import prompt_sharing_sequence_logps, shared_prompt_problem
 from rpo_tutorial.training.accumulation import StepCoefficients, step_coefficients, surrogate_loss
 from rpo_tutorial.training.config import RPOConfig
 from rpo_tutorial.training.distributed import all_reduce_sum, world_size
@@ -133,7 +133,15 @@ class RPOTrainer(Trainer):
         paired = bool(inputs.get("paired", False)) and "num_chosen" in inputs
         return prompt_sharing_sequence_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
                                              int(inputs["num_chosen"]) if paired else None,
-                                             share_prompts=self.config.share_prompts)
+                                             share_prompts=self._shares_prompts())
+
+    def _shares_prompts(self) -> bool:
+        """``config.share_prompts``, when the policy (with gradients as in its current mode) and the
+        reference model can both share: both take the same path, so log-ratios start at exactly 0."""
+        policy = self.model_wrapped if self.model_wrapped is not None else self.model
+        models = [policy] + ([self.reference_model] if self.reference_model is not None else [])
+        with torch.set_grad_enabled(self.model.training):
+            return self.config.share_prompts and all(shared_prompt_problem(m) is None for m in models)
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
         """The step's micro-batches; SFT: their label-token count over all processes as

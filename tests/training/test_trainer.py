@@ -197,6 +197,20 @@ def test_shared_prompts_switch_leaves_the_loss_and_gradients_unchanged(loss, tok
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
+def test_reference_follows_the_policy_to_one_forward_when_the_policy_checkpoints(tokenizer, tmp_path):
+    config = config_for("dpo", tmp_path)
+    policy = tiny_model(len(tokenizer), hidden_size=32, num_layers=2, seed=0).train()
+    reference = copy.deepcopy(policy)
+    enable = getattr(policy, "activation_checkpointing_enable", None) or policy.gradient_checkpointing_enable
+    enable()  # the policy's gradient pass cannot share prompts (checkpointing drops the cache)
+    examples, collator = fixed_batch("dpo", config, tokenizer)
+    batch = collator(examples)
+    trainer = RPOTrainer(model=policy, config=config, reference_model=reference, data_collator=collator)
+    assert not trainer._shares_prompts()
+    reference_logps = trainer._reference_logps(trainer.model, dict(batch))
+    assert torch.equal(trainer._forward_logps(trainer.model, dict(batch)).detach(), reference_logps)  # same path
+
+
 def test_unpaired_batch_with_one_side_gives_a_zero_loss_that_backpropagates(tokenizer, tmp_path):
     config = config_for("rpo", tmp_path, paired=False)
     policy = small_model(tokenizer)
