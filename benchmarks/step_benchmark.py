@@ -1,5 +1,5 @@
 """Training-step time and memory: TRL's DPOTrainer, this project's DPO and RPO before / after the
-response-rows-only log-probs, and the accumulated-contrast step (issue 10).
+lean log-probs (shared prompts, response-rows-only head), and the accumulated-contrast step (issue 10).
 
     .venv/bin/python benchmarks/step_benchmark.py                                   # tiny model, batch 8
     .venv/bin/python benchmarks/step_benchmark.py --models smollm2 tiny --batch-sizes 8 32 --json out.json
@@ -10,11 +10,16 @@ same AdamW optimizer, the same demo pairs tokenised ONCE by this project and han
 ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids`` (``DataCollatorForPreference``), so both compute
 the same DPO loss (printed at the start weights; the reference is the policy plus 1 % noise so that
 the loss is not log 2 whatever the tokenisation). A step is ``compute_loss`` + backward + AdamW step;
-the reference model runs live in every variant (as in TRL's default).
+the reference model runs live in every variant (as in TRL's default). TRL runs each prompt twice
+(in its chosen and its rejected row); ``dpo`` / ``rpo`` run it once: that saving is part of what
+is compared, the tokens scored are the same.
 
 Variants: ``trl_dpo`` (TRL ``DPOTrainer``, sigmoid loss, beta 0.1); ``dpo_before`` / ``rpo_before``
 (this project with the previous log-probs: full (B, T, V) logits, one row at a time);
-``dpo`` / ``rpo`` (the LM head on response rows only, ``models.head``); ``rpo_accum`` (the batch as
+``dpo`` / ``rpo`` (the default path: each prompt run once with both responses on its KV cache,
+``models.shared_prompt``, and the LM head on response rows only, ``models.head``); ``dpo_head_only``
+(``share_prompts=False``: one forward over all rows, the head on response rows only: the path
+before shared prompts); ``rpo_accum`` (the batch as
 2 micro-batches, each its own contrast matrix) and ``rpo_accum_contrast`` (the same 2 micro-batches
 with ``accumulate_contrast=True``: one matrix over both, exact gradient, one extra forward).
 
@@ -48,14 +53,18 @@ from rpo_tutorial.training.config import get_preset  # noqa: E402
 from rpo_tutorial.training.run import load_models, tokenize_rows  # noqa: E402
 from rpo_tutorial.training.trainer import RPOTrainer  # noqa: E402
 
-LOSS_CHECKS = ("trl_dpo", "dpo", "rpo")  # variants whose loss at the start weights is printed (same batch)
-ALL_VARIANTS = ("trl_dpo", "dpo_before", "rpo_before", "dpo", "rpo", "rpo_accum", "rpo_accum_contrast")
+# variants whose loss at the start weights is printed (same batch)
+LOSS_CHECKS = ("trl_dpo", "dpo", "dpo_head_only", "rpo")
+ALL_VARIANTS = ("trl_dpo", "dpo_before", "rpo_before", "dpo_head_only", "dpo", "rpo", "rpo_accum",
+                "rpo_accum_contrast")
 GOALS = (  # (label, numerator, denominator, measure, goal at batch 8, goal at batch 32)
     ("time dpo / trl_dpo", "dpo", "trl_dpo", "median_s", 0.7, 0.5),
     ("memory dpo / trl_dpo", "dpo", "trl_dpo", "peak_bytes", 0.7, 0.7),
     ("time rpo / dpo", "rpo", "dpo", "median_s", 1.03, 1.03),
     ("memory rpo / dpo", "rpo", "dpo", "peak_bytes", 1.02, 1.02),
     ("time rpo_accum_contrast / rpo_accum", "rpo_accum_contrast", "rpo_accum", "median_s", 1.5, 1.5),
+    ("time dpo / dpo_head_only", "dpo", "dpo_head_only", "median_s", None, None),
+    ("memory dpo / dpo_head_only", "dpo", "dpo_head_only", "peak_bytes", None, None),
     ("time dpo / dpo_before", "dpo", "dpo_before", "median_s", None, None),
     ("memory dpo / dpo_before", "dpo", "dpo_before", "peak_bytes", None, None),
     ("time rpo / rpo_before", "rpo", "rpo_before", "median_s", None, None),
@@ -139,7 +148,8 @@ def build_steps(names, policy, reference, tokenizer, rows, output_dir: str, opti
             accumulation = 2 if "accum" in name else 1
             config = get_preset("demo", loss=loss, weighting="embedding", tau=0.5, beta=0.1, reference="model",
                                 output_dir=output_dir, progress=False, gradient_accumulation_steps=accumulation,
-                                accumulate_contrast=name == "rpo_accum_contrast")
+                                accumulate_contrast=name == "rpo_accum_contrast",
+                                share_prompts=name != "dpo_head_only")
             trainer_class = LegacyTrainer if name.endswith("_before") else RPOTrainer
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -276,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=ALL_VARIANTS, default=list(ALL_VARIANTS))
     parser.add_argument("--max-batch-for-all", type=int, default=8,
                         help="larger batch sizes run only --large-batch-variants (time)")
-    parser.add_argument("--large-batch-variants", nargs="+", default=["trl_dpo", "dpo_before", "dpo", "rpo"])
+    parser.add_argument("--large-batch-variants", nargs="+",
+                        default=["trl_dpo", "dpo_before", "dpo_head_only", "dpo", "rpo"])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up step)")
     parser.add_argument("--large-batch-steps", type=int, default=2, help="timed steps at the larger batch sizes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

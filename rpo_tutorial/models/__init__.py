@@ -3,6 +3,7 @@
     loading.py    the bundled SmolLM2-135M-Instruct, hub / local models, tiny random models
     logprobs.py   log pi(y | x) summed over response tokens, batched; reference log-probs once
     head.py       the LM head on label rows only, chunked (no fp32 (B, T, V) logits kept)
+    shared_prompt.py  paired batches: each prompt's forward once, both responses on its KV cache
 
 Both training and evaluation look down at this layer; it depends only on :mod:`rpo_tutorial.data`.
 """

@@ -6,20 +6,25 @@ reads one number per response token: ``logit[label] - logsumexp(logits)``. On Sm
 of a training step, and autograd keeps the float32 (B, T, V) logits for backward. Here:
 
 1. the decoder body runs as usual (through the model's own ``forward``, so DDP, peft and
-   accelerate's autocast wrappers keep working); a forward pre-hook on the output head catches
-   the final hidden states h (B, T, H) and hands the head an empty (B, 0, H) slice instead;
+   accelerate's autocast wrappers keep working); a forward pre-hook on the output head
+   (:func:`run_with_head_hook`) catches the final hidden states h (B, T, H) and hands the head
+   an empty (B, 0, H) slice instead;
 2. the K rows of h that predict a label (position t predicts token t + 1) are gathered;
-3. :func:`label_token_logps` applies the head to those K rows in chunks of ``chunk_rows``;
-   with gradients on, each chunk runs under activation checkpointing, so backward keeps only
-   h's rows and the head weight, and recomputes one chunk of float32 logits at a time (one
-   extra head matmul in backward, no fp32 (B, T, V) or (K, V) tensor kept).
+3. :func:`label_token_logps` applies the head to those K rows in chunks of ``chunk_rows``.
+   With gradients on, the chunks' float32 logits are kept for backward while their total stays
+   under ``KEEP_LOGITS_BYTES`` (512 MiB: no recompute); chunks beyond the budget run under
+   activation checkpointing, so backward keeps only h's rows and the head weight and recomputes
+   one chunk of logits at a time (one extra head matmul in backward for those chunks).
 
 Models whose logits are not a plain ``head(h)`` (soft-capping, logit scales) or whose head is
 not an ``nn.Linear`` (a LoRA-wrapped head), and sharded engines (FSDP, DeepSpeed) use the full
 logits and :func:`label_token_logps` on their rows instead: the same values, without the head
-savings. See ``benchmarks/step_benchmark.py`` for what this saves.
+savings. Paired batches can also run each prompt once (``shared_prompt.py``), on top of this.
+See ``benchmarks/step_benchmark.py`` for what this saves.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +33,7 @@ from torch.utils.checkpoint import checkpoint
 from rpo_tutorial.data.collate import IGNORE_INDEX
 
 CHUNK_ELEMENTS = 2 ** 23  # float32 logits per chunk (32 MiB): rows per chunk = CHUNK_ELEMENTS // V
+KEEP_LOGITS_BYTES = 512 * 2 ** 20  # float32 logits kept for backward (no recompute); chunks beyond it are checkpointed
 # model types whose logits are exactly lm_head(final hidden state), no soft-capping or scaling
 PLAIN_HEAD_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "phi3", "olmo", "olmo2", "smollm3")
 
@@ -42,12 +48,15 @@ def _rows_logps(hidden: torch.Tensor, weight: torch.Tensor | None, bias: torch.T
 
 
 def label_token_logps(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
-                      bias: torch.Tensor | None = None, chunk_rows: int | None = None) -> torch.Tensor:
+                      bias: torch.Tensor | None = None, chunk_rows: int | None = None,
+                      keep_logits_bytes: int | None = None) -> torch.Tensor:
     """Per-row log pi(target) = logit[target] - logsumexp(logits), float32, in row chunks.
 
     With ``weight`` the rows are hidden states and the logits are ``hidden @ weight.T + bias``;
-    without, the rows are already logits. Under autograd each chunk is checkpointed, so backward
-    never holds more than one chunk's float32 logits.
+    without, the rows are already logits. Under autograd the first chunks keep their float32
+    logits for backward while the kept total stays within ``keep_logits_bytes`` (default
+    ``KEEP_LOGITS_BYTES``); later chunks are checkpointed (recomputed in backward, so backward
+    never holds more than one of them). The values and gradients are the same either way.
 
     Shape:
         hidden: (K, H) with weight (V, H), or (K, V) logits; targets: (K,) long; returns (K,) float32
@@ -57,13 +66,16 @@ def label_token_logps(hidden: torch.Tensor, targets: torch.Tensor, weight: torch
         raise ValueError(f"labels must be in [0, {vocab}) or {IGNORE_INDEX}, got values in "
                          f"[{int(targets.min())}, {int(targets.max())}]")
     rows = chunk_rows or max(1, CHUNK_ELEMENTS // max(vocab, 1))
-    keep_graph = torch.is_grad_enabled() and (hidden.requires_grad or (weight is not None and weight.requires_grad))
-    pieces = []
+    needs_graph = torch.is_grad_enabled() and (hidden.requires_grad or (weight is not None and weight.requires_grad))
+    budget = KEEP_LOGITS_BYTES if keep_logits_bytes is None else keep_logits_bytes
+    pieces, kept_bytes = [], 0
     for start in range(0, hidden.shape[0], rows):
         chunk, chunk_targets = hidden[start:start + rows], targets[start:start + rows]
-        if keep_graph:
+        chunk_bytes = chunk.shape[0] * vocab * 4  # the chunk's float32 (rows, V) logits
+        if needs_graph and kept_bytes + chunk_bytes > budget:  # over budget: recompute in backward
             pieces.append(checkpoint(_rows_logps, chunk, weight, bias, chunk_targets, use_reentrant=False))
         else:
+            kept_bytes += chunk_bytes if needs_graph else 0
             pieces.append(_rows_logps(chunk, weight, bias, chunk_targets))
     if not pieces:
         return hidden.new_zeros(0, dtype=torch.float32)
@@ -116,6 +128,31 @@ def plain_linear_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     return None if sharded else head
 
 
+def run_with_head_hook(model: torch.nn.Module, head: torch.nn.Linear, on_hidden: Callable[[torch.Tensor], None],
+                       **forward_kwargs) -> None:
+    """Run ``model(**forward_kwargs)`` handing the final hidden states to ``on_hidden`` instead of the head.
+
+    The head itself computes (B, 0, V) logits: nothing.
+
+    Shape:
+        on_hidden receives (B, T, H), the input of ``head``
+    """
+    called = []
+
+    def catch(module: torch.nn.Linear, args: tuple) -> tuple:
+        on_hidden(args[0])
+        called.append(True)
+        return (args[0][:, :0],)
+
+    handle = head.register_forward_pre_hook(catch)
+    try:
+        model(**forward_kwargs)
+    finally:
+        handle.remove()
+    if not called:
+        raise RuntimeError(f"{type(_unwrap(model)).__name__}'s forward never called its output head")
+
+
 def model_sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          labels: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
     """Summed float32 log pi(label) of each row, from ONE forward of ``model`` (see module docstring).
@@ -133,16 +170,8 @@ def model_sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attent
         return sum_per_row(label_token_logps(logits[:, :-1][mask], targets, chunk_rows=chunk_rows), mask)
     caught: dict[str, torch.Tensor] = {}
 
-    def score_rows(module: torch.nn.Linear, args: tuple) -> tuple:
-        hidden = args[0]  # (B, T, H): the final hidden states
-        caught["logps"] = label_token_logps(hidden[:, :-1][mask], targets, module.weight, module.bias, chunk_rows)
-        return (hidden[:, :0],)  # the head itself computes (B, 0, V): nothing
+    def score_rows(hidden: torch.Tensor) -> None:  # (B, T, H): the final hidden states
+        caught["logps"] = label_token_logps(hidden[:, :-1][mask], targets, head.weight, head.bias, chunk_rows)
 
-    handle = head.register_forward_pre_hook(score_rows)
-    try:
-        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        handle.remove()
-    if "logps" not in caught:
-        raise RuntimeError(f"{type(_unwrap(model)).__name__}'s forward never called its output head")
+    run_with_head_hook(model, head, score_rows, input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     return sum_per_row(caught["logps"], mask)

@@ -4,8 +4,10 @@ Everything around the loss (DDP / FSDP / DeepSpeed, gradient accumulation, mixed
 checkpoints and resume, logging, progress bars) comes from ``transformers.Trainer``; this class
 only says how one collated batch becomes a loss:
 
-1. ONE forward of the policy on the stacked batch (M chosen rows, then N rejected rows) and the
-   float32 sum of response-token log-probs, the LM head run on response rows only (``models.head``);
+1. the policy's float32 sum of response-token log-probs of the stacked batch (M chosen rows, then N
+   rejected rows), the LM head run on response rows only (``models.head``): paired batches run each
+   prompt once and both responses on its KV cache (``models.shared_prompt``, ``share_prompts``),
+   other batches one forward on all rows;
 2. the reference log-probs: read from the batch ("precomputed"), one no-grad forward of a frozen
    reference model ("model"), or of the policy with its LoRA adapters disabled ("lora");
 3. the loss, from ``objectives.scoped_objective``: weights from the batch's precomputed prompt
@@ -42,7 +44,7 @@ import torch
 from transformers import Trainer
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
-from rpo_tutorial.models.head import model_sequence_logps
+from rpo_tutorial.models.shared_prompt import prompt_sharing_sequence_logps, shared_prompt_problem
 from rpo_tutorial.training.accumulation import StepCoefficients, step_coefficients, surrogate_loss
 from rpo_tutorial.training.config import RPOConfig
 from rpo_tutorial.training.distributed import all_reduce_sum, world_size
@@ -125,11 +127,22 @@ class RPOTrainer(Trainer):
                 return self._forward_logps(model, inputs).detach()
 
     # ---- loss ---------------------------------------------------------------------------------
-    @staticmethod
-    def _forward_logps(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-        """One forward pass; summed float32 log-probs of each row's label tokens, the head applied
-        to the label rows only (``head.model_sequence_logps``). Shape: (B,)."""
-        return model_sequence_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+    def _forward_logps(self, model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+        """Summed float32 log-probs of each row's label tokens, the head applied to the label rows only;
+        paired batches run each prompt once when ``config.share_prompts`` and it is safe
+        (``shared_prompt.prompt_sharing_sequence_logps``), else one forward on all rows. Shape: (B,)."""
+        paired = bool(inputs.get("paired", False)) and "num_chosen" in inputs
+        return prompt_sharing_sequence_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
+                                             int(inputs["num_chosen"]) if paired else None,
+                                             share_prompts=self._shares_prompts())
+
+    def _shares_prompts(self) -> bool:
+        """``config.share_prompts``, when the policy (with gradients as in its current mode) and the
+        reference model can both share: both take the same path, so log-ratios start at exactly 0."""
+        policy = self.model_wrapped if self.model_wrapped is not None else self.model
+        models = [policy] + ([self.reference_model] if self.reference_model is not None else [])
+        with torch.set_grad_enabled(self.model.training):
+            return self.config.share_prompts and all(shared_prompt_problem(m) is None for m in models)
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
         """The step's micro-batches; SFT: their label-token count over all processes as
@@ -197,7 +210,7 @@ class RPOTrainer(Trainer):
     def _preference_loss(self, model: torch.nn.Module, inputs: dict):
         """Reference and policy log-probs of the stacked batch -> the (local or global) objective + metrics."""
         reference = self._reference_logps(model, inputs)  # (M + N,), before the policy graph exists
-        policy = self._forward_logps(model, inputs)  # (M + N,): ONE forward on chosen + rejected
+        policy = self._forward_logps(model, inputs)  # (M + N,): chosen + rejected, prompts shared when paired
         output, seen = scoped_objective(self._preference_logps(inputs, policy, reference), self.config)
         return output.loss, preference_metrics(seen, output)
 

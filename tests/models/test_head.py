@@ -118,3 +118,32 @@ def test_label_token_logps_with_a_weight_equals_log_softmax_of_the_product():
     torch.testing.assert_close(result.double(), torch.stack(expected), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="labels must be in"):
         label_token_logps(hidden, targets + 13, weight, bias)
+
+
+@pytest.mark.parametrize("budget_chunks, checkpointed", [(0, 3), (1, 2), (100, 0)])
+def test_logits_kept_within_the_budget_and_checkpointed_beyond_give_the_same_values_and_gradients(
+        monkeypatch, budget_chunks, checkpointed):
+    from rpo_tutorial.models import head as head_module
+
+    calls = []
+
+    def counting_checkpoint(*args, **kwargs):
+        calls.append(1)
+        return torch.utils.checkpoint.checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(head_module, "checkpoint", counting_checkpoint)
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(9, 6, generator=generator, requires_grad=True)
+    weight = torch.randn(13, 6, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 13, (9,), generator=generator)
+    coefficients = torch.linspace(-1.0, 1.0, 9)
+    chunk_bytes = 4 * 13 * 4  # 4 rows x V = 13 float32 logits: 3 chunks (4, 4, 1 rows)
+    result = label_token_logps(hidden, targets, weight, chunk_rows=4, keep_logits_bytes=budget_chunks * chunk_bytes)
+    grads = torch.autograd.grad((coefficients * result).sum(), [hidden, weight])
+    expected = torch.stack([torch.log_softmax(hidden[k] @ weight.T, -1)[targets[k]] for k in range(9)])
+    expected_grads = torch.autograd.grad((coefficients * expected).sum(), [hidden, weight])
+
+    assert len(calls) == checkpointed
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

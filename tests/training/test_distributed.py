@@ -72,3 +72,12 @@ def test_accumulated_global_contrast_of_two_processes_by_two_micro_batches_equal
         assert result["losses"][0] == pytest.approx(result["single_loss"], rel=1e-6), case
         assert result["losses"][1] == pytest.approx(result["single_loss"], rel=1e-6), case
         assert result["max_grad_difference"] <= 1e-5 * max(1.0, result["max_grad"]), case
+
+
+@pytest.mark.slow
+def test_shared_prompts_under_ddp_give_the_gradients_of_one_process_with_one_forward(tmp_path):
+    output = tmp_path / "shared_prompt_ddp.json"
+    launch("shared_prompt_ddp.py", str(output))
+    for find_unused_parameters, result in json.loads(output.read_text()).items():
+        assert result["problem"] is None, find_unused_parameters  # DDP takes the shared-prompt path
+        assert result["max_grad_difference"] <= 1e-5 * max(1.0, result["max_grad"]), find_unused_parameters

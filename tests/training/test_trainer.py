@@ -175,6 +175,42 @@ def test_precomputed_reference_gives_the_same_loss_as_a_reference_model(tokenize
         precomputed.compute_loss(precomputed.model, collator(examples))
 
 
+@pytest.mark.parametrize("loss", ["rpo", "dpo"])
+def test_shared_prompts_switch_leaves_the_loss_and_gradients_unchanged(loss, tokenizer, tmp_path):
+    from rpo_tutorial.models.shared_prompt import shared_prompt_problem, split_shared_prompts
+
+    results = []
+    for share_prompts in (True, False):
+        config = config_for(loss, tmp_path, share_prompts=share_prompts)
+        policy = tiny_model(len(tokenizer), hidden_size=32, num_layers=2, seed=0).train()
+        reference = tiny_model(len(tokenizer), hidden_size=32, num_layers=2, seed=1)
+        examples, collator = fixed_batch(loss, config, tokenizer)
+        batch = collator(examples)
+        trainer = RPOTrainer(model=policy, config=config, reference_model=reference, data_collator=collator)
+        value = trainer.compute_loss(trainer.model, dict(batch))
+        results.append((value.detach(), torch.autograd.grad(value, list(policy.parameters()))))
+    assert shared_prompt_problem(policy) is None  # the switch really changes the path
+    assert split_shared_prompts(batch["input_ids"], batch["attention_mask"], batch["labels"], 3) is not None
+    (shared, shared_grads), (one_forward, one_forward_grads) = results
+    torch.testing.assert_close(shared, one_forward, rtol=1e-5, atol=1e-6)
+    for got, want in zip(shared_grads, one_forward_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_reference_follows_the_policy_to_one_forward_when_the_policy_checkpoints(tokenizer, tmp_path):
+    config = config_for("dpo", tmp_path)
+    policy = tiny_model(len(tokenizer), hidden_size=32, num_layers=2, seed=0).train()
+    reference = copy.deepcopy(policy)
+    enable = getattr(policy, "activation_checkpointing_enable", None) or policy.gradient_checkpointing_enable
+    enable()  # the policy's gradient pass cannot share prompts (checkpointing drops the cache)
+    examples, collator = fixed_batch("dpo", config, tokenizer)
+    batch = collator(examples)
+    trainer = RPOTrainer(model=policy, config=config, reference_model=reference, data_collator=collator)
+    assert not trainer._shares_prompts()
+    reference_logps = trainer._reference_logps(trainer.model, dict(batch))
+    assert torch.equal(trainer._forward_logps(trainer.model, dict(batch)).detach(), reference_logps)  # same path
+
+
 def test_unpaired_batch_with_one_side_gives_a_zero_loss_that_backpropagates(tokenizer, tmp_path):
     config = config_for("rpo", tmp_path, paired=False)
     policy = small_model(tokenizer)
@@ -241,7 +277,7 @@ def test_lora_reference_is_the_base_model_with_adapters_disabled(tokenizer, tmp_
     trainer.train()
     reference = trainer._reference_logps(trainer.model, dict(batch))
     torch.testing.assert_close(reference, torch.tensor(loop_logps(pristine, batch)), rtol=1e-4, atol=1e-4)
-    policy_logps = RPOTrainer._forward_logps(trainer.model, dict(batch))
+    policy_logps = trainer._forward_logps(trainer.model, dict(batch))
     assert not torch.allclose(policy_logps, reference)  # the adapters learned something
 
 
