@@ -138,7 +138,14 @@ class RPOTrainer(Trainer):
 
     def _shares_prompts(self) -> bool:
         """``config.share_prompts``, when the policy (with gradients as in its current mode) and the
-        reference model can both share: both take the same path, so log-ratios start at exactly 0."""
+        reference model can both share: both take the same path, so log-ratios start at exactly 0.
+
+        A collator that pads every batch to one fixed length (``training.reference.reference_collator``,
+        precomputed reference under mixed precision) asks for arithmetic that does not depend on the
+        batch's other rows; re-laying the batch as shared prompts (padded per batch) would undo that,
+        so such batches keep the one-forward layout."""
+        if getattr(self.data_collator, "pad_to_length", None) is not None:
+            return False
         policy = self.model_wrapped if self.model_wrapped is not None else self.model
         models = [policy] + ([self.reference_model] if self.reference_model is not None else [])
         with torch.set_grad_enabled(self.model.training):
