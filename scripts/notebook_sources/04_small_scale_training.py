@@ -17,12 +17,15 @@
 #    reference; intervals across seeds, and each method's paired difference to DPO.
 #
 # **Where it runs.** `RPO_SMOKE=1` (CI): a tiny random model, two seeds, two steps: it only checks the code.
-# On a CPU: the `small` study preset, the controlled setting with DPO and three RPO variants, 3 seeds, 16 steps
-# each: 12 runs, 3 SFT references and one pass of the frozen layers. On the project's 2-core machine under
-# heavy load (five jobs) a run took 1.5-6 minutes; on idle cores a 16-step run is well under a minute, so
-# the small study fits in about 10-20 minutes (`RPO_STUDY_PRESET` and `--seeds` / `--steps` on the command
-# line make it smaller). With a GPU: the `full` preset, every method
-# on the controlled, control and HH settings plus the $\tau$ ablation (the committed report below).
+# On a CPU: the `small` study preset, **a smaller study** than the committed one: the controlled setting only,
+# DPO and RPO (embedding weights) at the paper's and at the matched $\beta$, 3 seeds of 16 steps each: 9 runs,
+# 3 SFT references and one pass of the frozen layers. Each run has the same budget as in the full study, so its
+# rows compare with the full report's. Measured end to end: 17 minutes on the project's 2-core machine while
+# other jobs kept its load average at 4-7 and left the notebook half a core on average (expect under 10 minutes
+# on 2 idle cores). The study cell prints an estimate first, then re-estimates after every run. To add methods:
+# `SETTINGS = SETTINGS.replace(methods=(..., "rpo-uniform-matched"))`; on the command line
+# `python -m rpo_tutorial study --preset small --methods ...`. With a GPU: the `full` preset, every method on the
+# controlled, control and HH settings plus the $\tau$ ablation (the committed report below).
 # `RPO_STUDY_PRESET` overrides the choice.
 #
 # The full study's committed report: [`docs/study/study.md`](../docs/study/study.md) (made by
@@ -35,6 +38,8 @@ import time
 SMOKE = os.environ.get("RPO_SMOKE") == "1"  # CI sets RPO_SMOKE=1; the default is the real run
 
 import torch
+from IPython.display import Image, Markdown, display
+from transformers.utils import logging as transformers_logging
 
 from rpo_tutorial import paths
 from rpo_tutorial.study.cli import STUDY_PRESETS
@@ -42,6 +47,16 @@ from rpo_tutorial.study.cli import STUDY_PRESETS
 PRESET = os.environ.get("RPO_STUDY_PRESET") or ("smoke" if SMOKE else "full" if torch.cuda.is_available() else "small")
 SETTINGS = STUDY_PRESETS[PRESET]
 OUTPUT_DIR = paths.REPO_ROOT / "outputs" / f"04_study_{PRESET}"  # git-ignored; a rerun reads finished runs back
+CPU_RUN_SECONDS, CPU_SFT_SECONDS, CPU_SETUP_SECONDS = 45, 25, 60  # one run, one SFT, the frozen layers: 2 idle cores
+
+
+def notice(text: str) -> None:
+    """A styled note in the notebook (a quoted block) instead of a traceback."""
+    display(Markdown("> " + text.replace("\n", "\n> ")))
+
+
+transformers_logging.set_verbosity_error()  # no weight-loading bars or tokenizer notices in the cells
+transformers_logging.disable_progress_bar()
 print(f"SMOKE={SMOKE}, study preset {PRESET!r}, GPU: {torch.cuda.is_available()}")
 print(f"settings {SETTINGS.settings}, methods {SETTINGS.methods}, seeds {SETTINGS.seeds}, {SETTINGS.steps} steps of "
       f"{SETTINGS.batch_size} pairs, lr {SETTINGS.learning_rate:g} for every method, top {SETTINGS.trainable_layers} "
@@ -95,11 +110,30 @@ print(summary)
 # run is cached in `OUTPUT_DIR/runs`, so rerunning this cell resumes.
 
 # %%
+from rpo_tutorial.study.cache import read_run, run_path
 from rpo_tutorial.study.runner import run_study
 
-began = time.perf_counter()
-results = run_study(OUTPUT_DIR, SETTINGS, progress=not SMOKE)
-print(f"{len(results)} runs in {time.perf_counter() - began:.0f} s")
+plan = [(setting, seed, method.key) for setting in SETTINGS.settings for method in SETTINGS.method_list(setting)
+        for seed in SETTINGS.seeds]
+results = {}
+try:
+    to_train = [run for run in plan if read_run(run_path(OUTPUT_DIR, *run), SETTINGS) is None]
+except ValueError as error:  # a cache of other settings (an older version of the preset) is never mixed in
+    to_train = None
+    notice(f"**`{OUTPUT_DIR}` holds runs trained with other settings**, so this study cannot resume there: "
+           f"delete that folder (or move it away) and rerun this cell. ({error})")
+if to_train is not None:
+    references = len({(setting, seed) for setting, seed, _ in to_train})
+    print(f"{len(to_train)} of {len(plan)} runs to train ({len(plan) - len(to_train)} cached), "
+          f"{references} SFT reference(s) to make or read back")
+    if to_train and not SMOKE and not torch.cuda.is_available():
+        minutes = (len(to_train) * CPU_RUN_SECONDS + references * CPU_SFT_SECONDS + CPU_SETUP_SECONDS) / 60
+        print(f"estimate: about {minutes:.0f} min on 2 idle CPU cores (load average now "
+              f"{os.getloadavg()[0]:.1f}: other programs make it slower); each progress line below re-estimates "
+              "from the runs measured so far")
+    began = time.perf_counter()
+    results = run_study(OUTPUT_DIR, SETTINGS, progress=not SMOKE)
+    print(f"{len(results)} runs in {time.perf_counter() - began:.0f} s")
 
 # %% [markdown]
 # ## 4. The report
@@ -109,12 +143,14 @@ print(f"{len(results)} runs in {time.perf_counter() - began:.0f} s")
 # barely moved are not comparable at the same accuracy.
 
 # %%
-from IPython.display import Image, Markdown, display
-
-display(Markdown((OUTPUT_DIR / "study.md").read_text()))
-for figure in ("study_learning_curves.png", "study_accuracy.png"):
-    if (OUTPUT_DIR / figure).exists():
-        display(Image(filename=str(OUTPUT_DIR / figure)))
+if results:
+    display(Markdown((OUTPUT_DIR / "study.md").read_text()))
+    for figure in ("study_learning_curves.png", "study_accuracy.png"):
+        if (OUTPUT_DIR / figure).exists():
+            display(Image(filename=str(OUTPUT_DIR / figure)))
+else:
+    notice("No report yet: the study cell above did not finish. Rerun it (finished runs are read back, not "
+           "retrained), then this cell.")
 
 # %% [markdown]
 # Which way the comparison went here is in the table above: the notebook does not assume it. The committed full

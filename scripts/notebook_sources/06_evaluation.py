@@ -18,22 +18,33 @@
 # 4. The win-rate table and plot with 95 % intervals
 # 5. AlpacaEval 2.0: the export of the 805 instructions, and the length-controlled win rate
 #
-# **Models.** By default the SFT, DPO and RPO (paired, embedding) models trained by notebook 04
-# (`outputs/04_colab/` or `outputs/04_demo/`), else those of `python -m rpo_tutorial demo`, the README's main
-# job (`outputs/demo/{sft,dpo,rpo}/model`); set `MODEL_DIRS` to evaluate others (e.g. notebook 05's
-# Mistral-7B runs, on a GPU). Without them the bundled SmolLM2-135M-Instruct is
-# evaluated alone. `RPO_SMOKE=1` uses the bundled model on a handful of prompts with a few tokens.
+# **Models.** By default the SFT, DPO and RPO (paired, embedding) models of `make demo`
+# (`python -m rpo_tutorial demo`, the README's main job: `outputs/demo/{sft,dpo,rpo}/model`); notebook 04's study
+# trains only the top layers and keeps no whole models. Set `MODEL_DIRS` to evaluate others (e.g. notebook 05's
+# Mistral-7B runs, on a GPU). Without them the bundled SmolLM2-135M-Instruct is evaluated alone.
+# `RPO_SMOKE=1` uses the bundled model on a handful of prompts with a few tokens.
+#
+# **Time.** Sampling is the slow part on a CPU. Each generating cell times its first batch, prints the estimate,
+# and generates only what fits in its budget (`SAMPLING_TIME_BUDGET_MINUTES`, `ALPACA_TIME_BUDGET_MINUTES`,
+# sized to the hardware below), saying so. Measured on 2 shared cores: 9 minutes with the three `make demo` models
+# (load average 3), 4 minutes with the instruct model alone.
 
 # %%
 import os
 
+import torch
+
 SMOKE = os.environ.get("RPO_SMOKE") == "1"  # CI sets RPO_SMOKE=1; the default is the full evaluation
+GPU = torch.cuda.is_available()
 
 NUM_PROMPTS = 4 if SMOKE else None  # held-out demo prompts evaluated (None: all 40)
 MAX_NEW_TOKENS = 12 if SMOKE else 64  # response length when sampling on the demo prompts
+SAMPLE_BATCH_SIZE = 8  # prompts per generate() call on the demo prompts
+SAMPLING_TIME_BUDGET_MINUTES = None if GPU or SMOKE else 4  # section 1, all models; None: no limit
 ALPACA_PROMPTS = 3 if SMOKE else None  # AlpacaEval instructions exported (None: all 805)
 ALPACA_MAX_NEW_TOKENS = 8 if SMOKE else 512
-ALPACA_TIME_BUDGET_MINUTES = 5  # generate at most what fits in this time (estimated first); None: no limit
+ALPACA_BATCH_SIZE = 8 if GPU else 4  # instructions per generate() call
+ALPACA_TIME_BUDGET_MINUTES = 5 if GPU else 3  # section 5 stops before a batch that would pass it; None: no limit
 JUDGE_TEMPLATE_FILE = None  # a text file with {prompt}, {response_a}, {response_b} (e.g. the paper's Appendix D)
 JUDGE_ANSWER_PATTERN = None  # its answer regex, first group = the choice, e.g. r"Preferred:\s*Response\s*([12])"
 JUDGE_MODEL = "gpt-4-0613"  # the paper's judge; any chat model of an OpenAI-compatible server works
@@ -42,10 +53,10 @@ USE_GPT4 = bool(os.environ.get("OPENAI_API_KEY")) and not SMOKE  # paid calls on
 BETA = 0.1  # the beta the policies were trained with (implicit reward)
 
 # %%
+import math
 import time
 from functools import lru_cache
 
-import torch
 from IPython.display import Markdown, display
 from transformers.utils import logging as transformers_logging
 
@@ -58,6 +69,7 @@ from rpo_tutorial.evaluation.alpaca_eval import (
 )
 from rpo_tutorial.data import load_alpaca_eval_prompts
 from rpo_tutorial.data.demo import load_demo
+from rpo_tutorial.data.jsonl import write_jsonl
 from rpo_tutorial.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
 from rpo_tutorial.evaluation.judges import OpenAIJudge
 from rpo_tutorial.evaluation.prompts import DIALOGUE_TEMPLATE, combine_verdicts
@@ -70,15 +82,14 @@ from rpo_tutorial.evaluation.offline import (
 from rpo_tutorial.plots.winrates import plot_win_rates
 from rpo_tutorial.evaluation.sampling import generate_responses
 from rpo_tutorial.evaluation.winrate import markdown_table, win_rate, win_rate_table
+from rpo_tutorial.training.threads import choose_num_threads
 
 OUTPUT_DIR = paths.REPO_ROOT / "outputs" / ("06_smoke" if SMOKE else "06_evaluation")  # outputs/ is git-ignored
 OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
 OUTPUTS = paths.REPO_ROOT / "outputs"
-CANDIDATE_RUNS = [  # where trained SFT / DPO / RPO models are looked for, first complete set wins
-    {name: OUTPUTS / f"04_{preset}" / folder for name, folder in
-     (("SFT", "sft"), ("DPO", "dpo"), ("RPO", "rpo_paired_embedding"))} for preset in ("colab", "demo")
-] + [{name: OUTPUTS / "demo" / folder / "model" for name, folder in (("SFT", "sft"), ("DPO", "dpo"), ("RPO", "rpo"))}]
-MODEL_DIRS = next((run for run in CANDIDATE_RUNS if all((p / "config.json").is_file() for p in run.values())), {})
+DEMO_MODELS = {name: OUTPUTS / "demo" / folder / "model"  # what `make demo` saves
+               for name, folder in (("SFT", "sft"), ("DPO", "dpo"), ("RPO", "rpo"))}
+MODEL_DIRS = DEMO_MODELS if all((path / "config.json").is_file() for path in DEMO_MODELS.values()) else {}
 
 
 @lru_cache(maxsize=2)
@@ -92,11 +103,26 @@ def notice(text: str) -> None:
     display(Markdown("> " + text.replace("\n", "\n> ")))
 
 
+def tune_threads() -> int:
+    """Torch CPU threads for the next cell: every core when idle, fewer when other processes are busy.
+
+    On a busy 2-core machine two threads sampled ~9x slower than one (they wait for each other).
+    """
+    if not GPU:
+        torch.set_num_threads(choose_num_threads(own_threads=torch.get_num_threads() if cells_busy else 0))
+    return torch.get_num_threads()
+
+
 transformers_logging.set_verbosity_error()  # no weight-loading bars or tokenizer notices in the cells
 transformers_logging.disable_progress_bar()
 PAPER_WIN_RATES = {"DPO": 72.26, "RPO": 78.52}  # %, the paper: Anthropic HH, Mistral-7B, GPT-4 judge (RPO-Paired)
 samples, gpt4_records, offline_records, implicit_records = {}, {}, {}, {}  # filled section by section
-print(f"SMOKE={SMOKE}; GPT-4 judge: {'on' if USE_GPT4 else 'off (no OPENAI_API_KEY, or smoke mode)'}")
+prompt_limit = None  # set by section 1 when its budget allows fewer prompts; kept on a rerun
+alpaca_outputs = []  # section 5's generations, batch by batch: an interrupted run keeps what finished
+ALPACA_EXPORT = OUTPUT_DIR / "alpaca_eval" / "model_outputs.json"
+cells_busy = False  # True once a cell has kept this process's threads busy (they are then part of the load)
+print(f"SMOKE={SMOKE}; {'GPU' if GPU else f'CPU, {tune_threads()} torch thread(s) at load {os.getloadavg()[0]:.1f}'}; "
+      f"GPT-4 judge: {'on' if USE_GPT4 else 'off (no OPENAI_API_KEY, or smoke mode)'}")
 
 # %% [markdown]
 # ## 1. Sampling
@@ -106,32 +132,63 @@ print(f"SMOKE={SMOKE}; GPT-4 judge: {'on' if USE_GPT4 else 'off (no OPENAI_API_K
 # "temperature 0" is the *judge's* setting). A response stops at EOS or where the model starts a next user
 # turn. Every row records its settings, so a table of results can always say how it was sampled.
 #
-# The prompts are the demo dataset's held-out prompts. Each model's samples are written to a JSONL file as
-# they come, and the cell fills `samples` model by model, so an interrupted run leaves the finished models'
-# samples usable and the later cells say what is missing instead of failing.
+# The prompts are the demo dataset's held-out prompts. The cell times the first batch, prints the estimate for
+# every model, and keeps only as many prompts as fit in `SAMPLING_TIME_BUDGET_MINUTES` (every model gets the same
+# prompts, so the judges compare like with like). Each model's samples are written to a JSONL file, and the cell
+# fills `samples` model by model, so an interrupted run leaves the finished models' samples usable and the later
+# cells say what is missing instead of failing.
 
 # %%
-heldout = load_demo("heldout")[:NUM_PROMPTS]
+heldout = load_demo("heldout")[:NUM_PROMPTS][:prompt_limit]
 prompts = [row["prompt"] for row in heldout]
 if SMOKE or not MODEL_DIRS:
     if not SMOKE:
-        print(f"no trained models under {OUTPUTS}: run notebook 04 or `python -m rpo_tutorial demo` first. "
-              "Evaluating the bundled instruct model alone.")
+        notice(f"No trained models in `{OUTPUTS / 'demo'}`: run `make demo` (`python -m rpo_tutorial demo`) first "
+               "to compare DPO and RPO. Evaluating the bundled instruct model alone.")
     policy_paths = {"instruct": models.BUNDLED_POLICY}
 else:
     policy_paths = {name: str(path) for name, path in MODEL_DIRS.items()}
     print("evaluating", policy_paths)
 tokenizer = models.load_tokenizer(next(iter(policy_paths.values())))
-
 BASELINE = "SFT" if "SFT" in policy_paths else None  # None: no SFT model, judge against the chosen responses
-print(f"{len(prompts)} prompts x {len(policy_paths)} models x up to {MAX_NEW_TOKENS} new tokens")
-for name, path in policy_paths.items():
-    if name in samples:
-        continue  # done before an interruption
-    policy = load_model(path)
-    samples[name] = generate_responses(policy, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS, temperature=1.0,
-                                       top_p=0.95, batch_size=8, seed=0, model_name=name,
-                                       output_path=OUTPUT_DIR / f"samples_{name}.jsonl", progress=not SMOKE)
+
+
+def sample(policy: torch.nn.Module, name: str, first_batch: int = 0, last_batch: int | None = None) -> list[dict]:
+    """Responses of one model to the prompts of batches ``first_batch`` to ``last_batch`` (batch b is seeded b)."""
+    end = None if last_batch is None else last_batch * SAMPLE_BATCH_SIZE
+    rows = generate_responses(policy, tokenizer, prompts[first_batch * SAMPLE_BATCH_SIZE:end],
+                              max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, top_p=0.95,
+                              batch_size=SAMPLE_BATCH_SIZE, seed=first_batch, model_name=name, progress=False)
+    return [dict(row, settings=dict(row["settings"], seed=0)) for row in rows]  # as one call with seed 0
+
+
+pending = [name for name in policy_paths if name not in samples]  # a rerun skips the models already done
+print(f"{len(prompts)} prompts x {len(pending)} models x up to {MAX_NEW_TOKENS} new tokens, "
+      f"{tune_threads()} thread(s)")
+cells_busy = True
+for name in pending:
+    policy = load_model(policy_paths[name])
+    if samples or len(prompts) <= SAMPLE_BATCH_SIZE:  # sized already (or nothing to size)
+        rows = sample(policy, name)
+    else:  # the first model of a fresh run: time its first batch, then size every model's prompts to the budget
+        start = time.perf_counter()
+        rows = sample(policy, name, last_batch=1)
+        batch_seconds = time.perf_counter() - start
+        batches = math.ceil(len(prompts) / SAMPLE_BATCH_SIZE)
+        needed_minutes = batch_seconds * (batches * len(pending) - 1) / 60
+        print(f"first batch {batch_seconds:.0f} s: the rest needs about {needed_minutes:.1f} min")
+        if SAMPLING_TIME_BUDGET_MINUTES is not None and needed_minutes > SAMPLING_TIME_BUDGET_MINUTES:
+            affordable = max(1, int((SAMPLING_TIME_BUDGET_MINUTES * 60 / batch_seconds + 1) / len(pending)))
+            prompt_limit = min(len(prompts), affordable * SAMPLE_BATCH_SIZE)  # the same prompts for every model
+            notice(f"**Sampling all {len(prompts)} prompts would take about {needed_minutes:.0f} more min on this "
+                   f"{'GPU' if GPU else 'CPU'}**, more than `SAMPLING_TIME_BUDGET_MINUTES = "
+                   f"{SAMPLING_TIME_BUDGET_MINUTES}`. Sampling the first {prompt_limit} for every model (wider "
+                   "intervals below); set the budget to `None` for all of them.")
+            heldout, prompts = heldout[:prompt_limit], prompts[:prompt_limit]
+        rows += sample(policy, name, first_batch=1) if len(prompts) > SAMPLE_BATCH_SIZE else []
+    write_jsonl(OUTPUT_DIR / f"samples_{name}.jsonl", rows)
+    samples[name] = rows
+    print(f"{name}: {len(rows)} responses")
 for name, rows in samples.items():
     print(f"\n[{name}] {rows[0]['prompt']}\n  -> {rows[0]['response']!r} ({rows[0]['stop_reason']})")
 print("\nsettings:", next(iter(samples.values()))[0]["settings"])
@@ -310,30 +367,45 @@ alpaca_rows = list(alpaca_rows)[:ALPACA_PROMPTS]
 print(f"{len(alpaca_rows)} AlpacaEval instructions")
 
 generator_name, generator_path = list(policy_paths.items())[-1]  # RPO when trained, else the instruct model
-generator = load_model(generator_path)
-start = time.perf_counter()  # time a first batch of 4, then size the rest to the budget
-outputs = generate_alpaca_eval(generator, tokenizer, alpaca_rows[:4], generator=f"rpo-tutorial-{generator_name}",
-                               max_new_tokens=ALPACA_MAX_NEW_TOKENS, batch_size=4, progress=False)
-seconds_per_prompt = (time.perf_counter() - start) / len(outputs)
-needed_minutes = seconds_per_prompt * len(alpaca_rows) / 60
-device = "GPU" if torch.cuda.is_available() else "CPU"
-print(f"{device}: {seconds_per_prompt:.1f} s per instruction at up to {ALPACA_MAX_NEW_TOKENS} new tokens; "
-      f"all {len(alpaca_rows)} would take about {needed_minutes:.0f} min")
-affordable = len(alpaca_rows)
-if ALPACA_TIME_BUDGET_MINUTES is not None and needed_minutes > ALPACA_TIME_BUDGET_MINUTES:
-    affordable = max(len(outputs), int(ALPACA_TIME_BUDGET_MINUTES * 60 / seconds_per_prompt))
-    notice(f"**The full AlpacaEval export needs about {needed_minutes / 60:.1f} h on this {device}**, more than "
-           f"`ALPACA_TIME_BUDGET_MINUTES = {ALPACA_TIME_BUDGET_MINUTES}`. Generating the first {affordable} "
-           f"instructions only: enough to check the pipeline, **not** a valid AlpacaEval result (the leaderboard "
-           f"needs all 805). For the real export use a GPU (a T4 does 805 x 512 tokens of a 135M model in well "
-           f"under an hour) or set `ALPACA_TIME_BUDGET_MINUTES = None`.")
-if affordable > len(outputs):
-    outputs += generate_alpaca_eval(generator, tokenizer, alpaca_rows[len(outputs):affordable],
-                                    generator=f"rpo-tutorial-{generator_name}", max_new_tokens=ALPACA_MAX_NEW_TOKENS,
-                                    batch_size=8, progress=not SMOKE)
-print(f"generated {len(outputs)} of {len(alpaca_rows)} in {(time.perf_counter() - start) / 60:.1f} min")
-export_path = export_alpaca_eval(outputs, f"rpo-tutorial-{generator_name}", OUTPUT_DIR / "alpaca_eval" / "model_outputs.json")
-print(f"wrote {export_path}; first entry: {outputs[0]}")
+generator, generator_label = load_model(generator_path), f"rpo-tutorial-{generator_name}"
+if alpaca_outputs and alpaca_outputs[0]["generator"] != generator_label:
+    alpaca_outputs = []  # another model's outputs, from an earlier run of this cell
+budget_seconds = None if ALPACA_TIME_BUDGET_MINUTES is None else 60 * ALPACA_TIME_BUDGET_MINUTES
+print(f"{generator_label}: batches of {ALPACA_BATCH_SIZE}, up to {ALPACA_MAX_NEW_TOKENS} new tokens, "
+      f"{'GPU' if GPU else f'{tune_threads()} CPU thread(s)'}; budget {ALPACA_TIME_BUDGET_MINUTES} min")
+start, slowest_batch, stopped = time.perf_counter(), None, False
+try:
+    while len(alpaca_outputs) < len(alpaca_rows):
+        if slowest_batch is not None and budget_seconds is not None \
+                and time.perf_counter() - start + slowest_batch > budget_seconds:
+            stopped = True  # the next batch would pass the budget
+            break
+        done, began = len(alpaca_outputs), time.perf_counter()
+        alpaca_outputs += generate_alpaca_eval(  # batch b seeded b: the same outputs as one call with seed 0
+            generator, tokenizer, alpaca_rows[done:done + ALPACA_BATCH_SIZE], generator=generator_label,
+            max_new_tokens=ALPACA_MAX_NEW_TOKENS, batch_size=ALPACA_BATCH_SIZE, seed=done // ALPACA_BATCH_SIZE,
+            progress=False)
+        seconds = time.perf_counter() - began
+        if slowest_batch is None:
+            per_instruction = seconds / (len(alpaca_outputs) - done)
+            needed_minutes = per_instruction * (len(alpaca_rows) - done) / 60
+            print(f"first batch {seconds:.0f} s, {per_instruction:.1f} s per instruction: all {len(alpaca_rows)} "
+                  f"would take about {needed_minutes:.0f} min")
+            if budget_seconds is not None and 60 * needed_minutes > budget_seconds:
+                notice(f"**The full AlpacaEval export needs about {needed_minutes / 60:.1f} h on this "
+                       f"{'GPU' if GPU else 'CPU'}**, more than `ALPACA_TIME_BUDGET_MINUTES = "
+                       f"{ALPACA_TIME_BUDGET_MINUTES}`. Generating only what fits: enough to check the pipeline, "
+                       "**not** a valid AlpacaEval result (the leaderboard needs all 805). For the real export use a "
+                       "GPU (a T4 does 805 x 512 tokens of a 135M model in well under an hour) or set "
+                       "`ALPACA_TIME_BUDGET_MINUTES = None`.")
+        slowest_batch = max(slowest_batch or 0.0, seconds)
+finally:  # also after an interruption: export what finished
+    if alpaca_outputs:
+        export_alpaca_eval(alpaca_outputs, generator_label, ALPACA_EXPORT)
+print(f"generated {len(alpaca_outputs)} of {len(alpaca_rows)} in {(time.perf_counter() - start) / 60:.1f} min"
+      + (" (stopped at the time budget)" if stopped else ""))
+first = alpaca_outputs[0]
+print(f"wrote {ALPACA_EXPORT}; first entry: {dict(first, output=first['output'][:300] + ' ...')}")
 
 # %% [markdown]
 # Then run the annotator (`pip install -e ".[alpaca]"`, a few dollars of OpenAI credit per model). The
@@ -341,10 +413,11 @@ print(f"wrote {export_path}; first entry: {outputs[0]}")
 # to do. Its output folder gets `leaderboard.csv` with `win_rate` and `length_controlled_winrate`.
 
 # %%
+command = " ".join(alpaca_eval_command(ALPACA_EXPORT, output_path=ALPACA_EXPORT.parent))
 if SMOKE:
-    print("smoke mode, not running:", " ".join(alpaca_eval_command(export_path, output_path=export_path.parent)))
-elif len(outputs) < 805:
-    notice(f"Not running the annotator on a partial export ({len(outputs)} of 805 instructions). Command for a "
-           f"full export: `{' '.join(alpaca_eval_command(export_path, output_path=export_path.parent))}`")
+    print("smoke mode, not running:", command)
+elif len(alpaca_outputs) < 805:
+    notice(f"Not running the annotator on a partial export ({len(alpaca_outputs)} of 805 instructions). Command "
+           f"for a full export: `{command}`")
 else:
-    run_alpaca_eval(export_path)
+    run_alpaca_eval(ALPACA_EXPORT)
