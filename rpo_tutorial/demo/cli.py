@@ -6,7 +6,7 @@ sampling on held-out prompts, the demo judge's win rates against SFT with interv
 metrics, a results table and a figure in the output folder (the figure is also copied to
 ``figures/demo_results.png``).
 
-    python -m rpo_tutorial demo --output-dir outputs/demo            # ~10 min on 2 CPU cores
+    python -m rpo_tutorial demo --output-dir outputs/demo            # ~8-14 min on 2 CPU cores
     python -m rpo_tutorial demo --preset smoke --output-dir /tmp/x   # tiny random model, seconds
     python -m rpo_tutorial weights                                   # the weighting strategies only
 """
@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--train-rows", type=int, default=None, help="preference pairs for DPO and RPO")
     demo.add_argument("--epochs", type=float, default=None, help="DPO and RPO passes over their pairs")
     demo.add_argument("--learning-rate", type=float, default=None, help="DPO and RPO learning rate")
-    demo.add_argument("--rpo-beta", type=float, default=None, help="RPO's beta if it should differ from DPO's")
+    demo.add_argument("--rpo-beta", type=float, default=None,
+                      help="RPO's beta (default: matched to DPO's, beta x batch pairs; 0.1: the paper's)")
     demo.add_argument("--trainable-layers", type=int, default=None, help="top decoder layers trained")
     demo.add_argument("--samples-per-prompt", type=int, default=None, help="samples per held-out prompt")
     demo.add_argument("--heldout-prompts", type=int, default=None, help="held-out prompts evaluated")

@@ -22,11 +22,14 @@ Choices made to fit 15 minutes on 2 CPU cores (``DemoSettings`` documents each n
 - Only the top ``trainable_layers`` decoder layers (and the final norm) are trained; the lower
   layers and the embeddings (tied to the LM head) stay frozen, so backward runs through the LM
   head and the top layers only. ``trainable_layers=None`` trains every parameter.
-- beta = 0.1 for DPO and RPO, as in the paper. With embedding weights each row of w sums to 1,
-  so one contrast of RPO's score placement has an effective beta of about beta / N (N = batch):
-  a weaker pull back to the reference, and its gradient is about N times smaller. Adam divides
-  the gradient by its own running scale, so over the demo's few steps both move about as far (the
-  logged DPO and RPO curves nearly coincide); ``rpo_beta`` sets RPO's beta separately.
+- Matched effective beta: DPO at beta 0.1, RPO at beta x N = 0.8 (N = 8 pairs per batch). Each
+  row of RPO's embedding weights sums to 1, so one contrast of the paper's score placement acts
+  like DPO with beta / N; at beta x N both pull back to the reference equally hard per contrast.
+  ``rpo_beta=0.1`` gives the paper's setting (the study found that, with AdamW, it drifts at least
+  as far as the matched one: Adam divides out the smaller gradient).
+- Unsaturated training: the learning rate and steps (the same for both methods) keep the train
+  margins at a few nats, effective beta x margin around 1 or below, so neither loss has flattened
+  and the methods can still differ; results.md prints this check (``report.markdown_training``).
 - Threads: on a busy machine PyTorch's OpenMP threads wait for each other at every operation
   (measured here: with other processes keeping both cores busy, one thread ran a training step
   ~2.5x and a sampling step ~10x faster than two). ``num_threads=None`` picks all cores when the
@@ -62,7 +65,7 @@ from rpo_tutorial.training.trainer import RPOTrainer
 
 def stage_config(preset: str, settings: DemoSettings, loss: str, output_dir: Path, progress: bool) -> RPOConfig:
     """The training config of one stage: the preset, with the demo's sizes and one pass over the rows."""
-    beta = settings.rpo_beta if loss == "rpo" and settings.rpo_beta is not None else settings.beta
+    beta = settings.rpo_training_beta if loss == "rpo" else settings.beta
     return get_preset(
         preset, loss=loss, output_dir=str(output_dir), per_device_train_batch_size=settings.batch_size,
         num_train_epochs=1.0 if loss == "sft" else settings.epochs, max_steps=-1, max_train_rows=None,

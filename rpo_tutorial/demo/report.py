@@ -6,7 +6,10 @@ Evaluation, offline:
   within ``DEFAULT_TIE_MARGIN``) compares each model's sample with the SFT model's sample of the
   same prompt and seed: win rate = (wins + ties / 2) / n with a 95% Wilson interval;
 - implicit-reward accuracy: on the held-out preference pairs, the share where
-  beta * log(pi / pi_SFT) ranks the chosen response above the rejected one.
+  beta * log(pi / pi_SFT) ranks the chosen response above the rejected one (a tie counts half);
+- the unsaturation check: each method's train margin (log-ratio chosen - rejected, nats) averaged
+  over its last epoch, and that margin times the method's effective beta per contrast (DPO: beta;
+  RPO: beta / N, N = pairs per batch, since each row of its weights sums to 1).
 
 Files: ``results.json``, ``results.md``, ``samples.jsonl`` and ``training_and_winrates.png``.
 """
@@ -24,16 +27,19 @@ import torch
 
 from rpo_tutorial.data.jsonl import write_jsonl
 from rpo_tutorial.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
+from rpo_tutorial.demo.margins import effective_beta, markdown_training, training_summaries
 from rpo_tutorial.evaluation.offline import RewardJudge, implicit_reward_accuracy, response_logps
 from rpo_tutorial.evaluation.sampling import generate_responses
 from rpo_tutorial.evaluation.winrate import win_rate
-from rpo_tutorial.plots.training import plot_demo_results
+from rpo_tutorial.plots.training import load_run, plot_demo_results
 from rpo_tutorial.training.run import load_models
 
 BASELINE = "sft"
 LABELS = {"instruct": "Instruct (start)", "sft": "SFT", "dpo": "DPO", "rpo": "RPO"}
 RESULTS_JSON, RESULTS_MD, SAMPLES_FILE, FIGURE_FILE = ("results.json", "results.md", "samples.jsonl",
                                                        "training_and_winrates.png")
+MARGIN_NATS = "rewards/margins_nats"  # derived for the figure: rewards/margins / beta
+FIGURE_METRICS = ("loss", MARGIN_NATS, "rewards/accuracies", "logps/chosen", "contrast/accuracy")
 
 
 def sample_models(models: Mapping[str, torch.nn.Module], tokenizer, prompts: Sequence[str], settings,
@@ -120,8 +126,10 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def result_rows(methods: Sequence[str], evaluation: dict, train_times: Mapping[str, float], configs) -> list[dict]:
+def result_rows(methods: Sequence[str], evaluation: dict, train_times: Mapping[str, float], configs,
+                training: Mapping[str, dict] | None = None) -> list[dict]:
     """One row per model: SFT (the baseline), each method, then the instruct model if sampled."""
+    training = training or {}
     rows = []
     for name in (BASELINE, *methods, *(["instruct"] if "instruct" in evaluation["samples"] else [])):
         scores = [row["score"] for row in evaluation["samples"][name]]
@@ -133,6 +141,7 @@ def result_rows(methods: Sequence[str], evaluation: dict, train_times: Mapping[s
         implicit = evaluation["implicit"].get(name, {})
         row["implicit_reward_accuracy"] = implicit.get("accuracy")
         row["implicit_pairs"] = implicit.get("pairs")
+        row.update(training.get(name, {}))
         rows.append({key: _finite(value) for key, value in row.items()})
     return rows
 
@@ -164,11 +173,36 @@ def setup_line(settings, methods: Sequence[str], configs) -> str:
     """One sentence with the run's sizes and hyper-parameters, for results.md."""
     layers = "all parameters" if settings.trainable_layers is None else \
         f"the top {settings.trainable_layers} decoder layers + final norm"
-    betas = ", ".join(f"{LABELS[m]} {configs[m].beta:g}" for m in methods)
+    betas = ", ".join(beta_label(m, configs[m].beta, settings) for m in methods)
     return (f"Setup: SFT on {settings.sft_rows} chosen responses (1 pass, lr {settings.sft_learning_rate:g}); "
             f"{' and '.join(LABELS[m] for m in methods)} on {settings.train_rows} pairs x {settings.epochs:g} "
             f"epoch(s), {settings.batch_size} pairs per step, lr {settings.learning_rate:g}, beta {betas}, "
             f"RPO embedding weights with tau {settings.tau:g}; {layers} trained; reference = the SFT model.")
+
+
+def beta_label(method: str, beta: float, settings, short: bool = False) -> str:
+    """E.g. "RPO 0.8 (= 0.1 x 8 pairs, matched: 0.1 per contrast)"; short: "RPO, beta 0.8 = 0.1 x 8 (matched)"."""
+    matched = method == "rpo" and math.isclose(beta, settings.beta * settings.batch_size)
+    if short:
+        return f"{LABELS[method]}, beta {beta:g}" + (f" = {settings.beta:g} x {settings.batch_size} (matched)"
+                                                      if matched else "")
+    if method != "rpo":
+        return f"{LABELS[method]} {beta:g}"
+    kind = f"= {settings.beta:g} x {settings.batch_size} pairs, matched" if matched else "not matched"
+    return f"{LABELS[method]} {beta:g} ({kind}: {effective_beta(method, beta, settings.batch_size):g} per contrast)"
+
+
+def plot_results(output_dir: Path, methods: Sequence[str], rows: Sequence[Mapping[str, Any]], configs,
+                 settings, path: Path) -> None:
+    """The figure: training curves (margin in nats, so both betas share one scale) and win-rate bars."""
+    runs = {}
+    for method in methods:
+        records = [{**record, MARGIN_NATS: record["rewards/margins"] / configs[method].beta}
+                   if "rewards/margins" in record else record for record in load_run(output_dir / method)]
+        runs[beta_label(method, configs[method].beta, settings, short=True)] = records
+    bars = [{**row, "method": row["method"] + (f"\nbeta {row['beta']:g}" if row.get("beta") else "")}
+            for row in rows if row["win_rate"] is not None]
+    plot_demo_results(runs, bars, path=path, baseline="SFT", metrics=FIGURE_METRICS)
 
 
 def _sample_records(evaluation: dict) -> list[dict]:
@@ -187,12 +221,12 @@ def write_results(output_dir: Path, preset: str, settings, methods: Sequence[str
                   train_times: Mapping[str, float], reports: Mapping[str, Any], log, configs,
                   figure_copy: str | Path | None = None) -> dict:
     """Write results.json, results.md, samples.jsonl and the figure; print the table; return the results."""
-    rows = result_rows(methods, evaluation, train_times, configs)
-    table = markdown_results(rows)
+    rows = result_rows(methods, evaluation, train_times, configs,
+                       training_summaries(output_dir, methods, configs, settings))
+    table, training_table = markdown_results(rows), markdown_training(rows)
     implicit_pairs = max((row.get("implicit_pairs") or 0 for row in rows), default=0)
     figure_path = output_dir / FIGURE_FILE
-    bars = [row for row in rows if row["win_rate"] is not None]
-    plot_demo_results({LABELS[m]: output_dir / m for m in methods}, bars, path=figure_path, baseline="SFT")
+    plot_results(output_dir, methods, rows, configs, settings, figure_path)
     if figure_copy is not None:
         Path(figure_copy).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(figure_path, figure_copy)
@@ -212,7 +246,8 @@ def write_results(output_dir: Path, preset: str, settings, methods: Sequence[str
         f"# Demo results ({preset} preset)\n\n{setup_line(settings, methods, configs)}\n\n"
         f"Win rates against the SFT model's samples on "
         f"{len(evaluation['heldout'])} held-out prompts x {settings.samples_per_prompt} sample(s), judged by "
-        f"VADER sentiment (ties within {DEFAULT_TIE_MARGIN}). Implicit-reward accuracy on "
-        f"{implicit_pairs} held-out preference pairs.\n\n{table}\n")
-    print("\n" + table + "\n", flush=True)
+        f"VADER sentiment (ties within {DEFAULT_TIE_MARGIN}, counted half). Implicit-reward accuracy on "
+        f"{implicit_pairs} held-out preference pairs (ties counted half).\n\n{table}\n\n"
+        f"## Unsaturation check\n\n{training_table}\n")
+    print("\n" + table + "\n\n" + training_table + "\n", flush=True)
     return results

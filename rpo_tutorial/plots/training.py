@@ -23,6 +23,7 @@ TRAINING_METRICS = ("loss", "rewards/margins", "rewards/accuracies", "logps/chos
 _TITLES = {
     "loss": "training loss",
     "rewards/margins": "reward margin  beta*(log-ratio chosen - rejected)",
+    "rewards/margins_nats": "train margin  log-ratio chosen - rejected (nats)",
     "rewards/accuracies": "reward accuracy (own pair)",
     "logps/chosen": "log pi(chosen | prompt)",
     "contrast/accuracy": "contrast accuracy  share of s_ij > 0",

@@ -20,6 +20,7 @@ from rpo_tutorial.demo.pipeline import (
     run_demo_pipeline,
     stage_config,
 )
+from rpo_tutorial.demo.margins import SATURATED, markdown_training, training_summary
 from rpo_tutorial.demo.report import markdown_results, spread
 from rpo_tutorial.models.loading import tiny_model
 
@@ -77,8 +78,15 @@ def test_smoke_results_table_has_one_row_per_model_with_finite_numbers(smoke_run
     for row in rows[1:3]:  # DPO and RPO: trained, with implicit-reward accuracy on the held-out pairs
         assert row["train_time_s"] > 0 and 0 <= row["implicit_reward_accuracy"] <= 1
         assert row["implicit_pairs"] == settings.heldout_prompts
+    for row in rows[1:3]:  # the unsaturation check, from each run's metrics.jsonl
+        beta = settings.beta * (settings.batch_size if row["model"] == "rpo" else 1)
+        assert row["beta"] == pytest.approx(beta)
+        assert row["effective_beta"] == pytest.approx(settings.beta)  # matched: beta / N for RPO
+        assert math.isfinite(row["train_margin_nats"]) and math.isfinite(row["train_loss"])
+        assert row["effective_beta_x_margin"] == pytest.approx(settings.beta * row["train_margin_nats"])
     table = (output_dir / "results.md").read_text()
     assert "Setup: SFT on 4 chosen responses" in table
+    assert "## Unsaturation check" in table and "matched" in table
     for label in METHOD_LABELS:
         assert f"| {label} |" in table
 
@@ -145,8 +153,19 @@ def test_stage_configs_share_data_order_steps_and_learning_rate(tmp_path):
         assert getattr(dpo, field) == getattr(rpo, field), field
     assert (dpo.beta, rpo.beta) == (settings.beta, 0.4)
     assert rpo.weighting == "embedding" and rpo.effective_tau == 0.5 and rpo.is_paired
-    same_beta = stage_config("demo", DemoSettings(), "rpo", tmp_path, False)
-    assert same_beta.beta == DemoSettings().beta
+    matched = stage_config("demo", DemoSettings(), "rpo", tmp_path, False)
+    assert matched.beta == pytest.approx(DemoSettings().beta * DemoSettings().batch_size)
+
+
+@pytest.mark.parametrize("preset", ["demo", "smoke"])
+def test_rpo_beta_is_matched_to_dpo_unless_overridden(preset, tmp_path):
+    settings = PIPELINE_SETTINGS[preset]
+    assert settings.rpo_beta is None  # the presets compare DPO and RPO at the same effective beta
+    rpo = stage_config("demo", settings, "rpo", tmp_path, False)
+    assert rpo.beta == pytest.approx(settings.beta * settings.batch_size)  # one contrast ~ DPO at beta
+    assert stage_config("demo", settings, "dpo", tmp_path, False).beta == settings.beta
+    assert settings.replace(batch_size=4).rpo_training_beta == pytest.approx(settings.beta * 4)
+    assert stage_config("demo", settings.replace(rpo_beta=0.1), "rpo", tmp_path, False).beta == 0.1  # paper's
 
 
 @pytest.mark.parametrize("changes, methods, field", [
@@ -172,6 +191,34 @@ def test_markdown_results_marks_the_baseline_and_missing_values():
     lines = markdown_results(rows).splitlines()
     assert lines[2] == "| SFT | baseline | - | - | - | 0.250 | 12 |"
     assert lines[3] == "| DPO | 62.5 (30.0-86.0) | 8 | 4 / 2 / 2 | 75.0 | 0.500 | 30 |"
+
+
+def test_training_summary_averages_the_last_epoch_in_nats():
+    records = [{"step": step, "loss": 0.7 - 0.1 * step, "rewards/margins": 0.8 * step, "rewards/accuracies": 0.5,
+                "weights/diagonal_mass": 0.1 * step} for step in range(1, 5)]  # RPO at beta 0.8: 1, 2, 3, 4 nats
+    summary = training_summary(records, beta=0.8, effective=0.1, steps_per_epoch=2)
+    assert summary["train_margin_nats"] == pytest.approx(3.5)  # steps 3 and 4
+    assert summary["effective_beta_x_margin"] == pytest.approx(0.35)
+    assert summary["own_pair_beta"] == pytest.approx(0.8 * 0.35)  # beta x mean w_ii of steps 3 and 4
+    assert summary["own_pair_beta_x_margin"] == pytest.approx(0.8 * 0.35 * 3.5)
+    dpo_records = [{"step": 1, "loss": 0.6, "rewards/margins": 0.2, "rewards/accuracies": 1.0}]  # no weights
+    dpo = training_summary(dpo_records, beta=0.1, effective=0.1, steps_per_epoch=2)
+    assert summary["train_loss"] == pytest.approx(0.35) and summary["train_steps_averaged"] == 2
+    assert dpo["own_pair_beta"] == 0.1 and dpo["own_pair_beta_x_margin"] == pytest.approx(0.2)
+    assert training_summary([], beta=0.1, effective=0.1, steps_per_epoch=2) == {}
+
+
+@pytest.mark.parametrize("margin, verdict", [(4.0, "unsaturated"), (95.0, "SATURATED")])
+def test_markdown_training_states_the_verdict(margin, verdict):
+    row = {"method": "DPO", "beta": 0.1, "effective_beta": 0.1, "own_pair_beta": 0.1, "train_margin_nats": margin,
+           "effective_beta_x_margin": 0.1 * margin, "own_pair_beta_x_margin": 0.1 * margin, "train_loss": 0.5,
+           "train_reward_accuracy": 0.75}
+    text = markdown_training([row, {"method": "SFT"}])
+    scaled = f"{0.1 * margin:.2f}"
+    assert text.splitlines()[2] == f"| DPO | 0.1 | 0.1 / 0.1 | {margin:.2f} | {scaled} / {scaled} | 0.500 | 75.0 |"
+    assert text.endswith(f"largest mean beta x margin {scaled}, lowest train loss 0.500 ({verdict}).")
+    assert 0.1 * margin != SATURATED
+    assert markdown_training([{**row, "train_margin_nats": 1.0, "train_loss": 0.01}]).endswith("(SATURATED).")
 
 
 def test_demo_command_passes_its_flags_to_the_pipeline(monkeypatch, tmp_path):
