@@ -114,6 +114,22 @@ def test_matched_beta_is_beta_times_the_batch():
     assert training.method_config(METHODS["dpo"], TINY.replace(batch_size=8)).beta == pytest.approx(0.1)
 
 
+def test_every_method_of_the_study_has_its_own_cache_file_and_options():
+    from pathlib import Path
+
+    from rpo_tutorial.study.cache import run_path
+    from rpo_tutorial.study.settings import SETTINGS_NAMES, TAU_ABLATION, tau_method
+
+    settings = StudySettings()
+    for setting in SETTINGS_NAMES:
+        methods = settings.method_list(setting)
+        assert len({run_path(Path("out"), setting, 0, m.key) for m in methods}) == len(methods)  # no collision
+    for tau in TAU_ABLATION:  # each ablation row trains embedding weights at its own tau, matched beta
+        config = training.method_config(tau_method(tau), settings)
+        assert (config.loss, config.weighting, config.effective_tau, config.beta) == ("rpo", "embedding", tau,
+                                                                                    pytest.approx(0.8))
+
+
 def test_study_resumes_from_its_cache_without_retraining(tmp_path, monkeypatch):
     from rpo_tutorial.study import runner
 
