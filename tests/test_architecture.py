@@ -34,7 +34,9 @@ ALLOWED = {
     "plots": {"core", "data", "plots"},
     "evaluation": {"core", "data", "models", "training", "plots", "evaluation"},
     "demo": {"core", "data", "models", "training", "plots", "evaluation", "demo"},
-    "study": {"core", "data", "models", "training", "plots", "evaluation", "study"},
+    # the study sits above the demo: its judge win rate scores samples with the demo's judge (VADER), the
+    # ground truth that labelled the demo data; the demo never imports the study
+    "study": {"core", "data", "models", "training", "plots", "evaluation", "demo", "study"},
 }
 ALLOWED["api"] = set(ALLOWED) | {"api"}
 CORE = {"losses", "weighting", "paths"}

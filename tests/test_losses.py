@@ -244,3 +244,27 @@ def test_rpo_bad_weights_and_empty_side_are_clear_errors():
         rpo_loss(pc, pr, rc, rr, torch.ones(2, 3), placement="inside")
     with pytest.raises(ValueError, match="policy_rejected_logps is empty.*zero_loss_like"):
         rpo_loss(pc, torch.zeros(0), rc, torch.zeros(0), torch.ones(2, 0))
+
+
+@pytest.mark.parametrize("tau", [0.25, 1.0, None])
+def test_matched_rpo_gradient_at_the_reference_is_dpo_times_the_column_sums(tau):
+    # Why matched RPO tracks DPO while nothing is saturated: at policy = reference every contrast has
+    # s_ij = 0, so d/dr of (1/MN) sum_ij -log sigma(w_ij N beta (c_i - r_j)) is beta/(2M) * (row sum of w)
+    # for chosen i and -beta/(2M) * (column sum of w) for rejected j; DPO's is +-beta/(2M). Rows sum to 1,
+    # so only the column sums differ (exactly 1 for uniform weights).
+    M, beta = 5, 0.1
+    generator = torch.Generator().manual_seed(3)
+    embeddings = torch.randn(M, 6, generator=generator)
+    weights = uniform_weights(M, M) if tau is None else embedding_weights(embeddings, embeddings, tau)
+    chosen, rejected = torch.zeros(M, requires_grad=True), torch.zeros(M, requires_grad=True)
+    zeros = torch.zeros(M)
+    rpo_loss(chosen, rejected, zeros, zeros, weights=weights, beta=beta * M)[0].mean().backward()
+    for i in range(M):  # brute force: the derivative of each contrast's -log sigma at 0 is -1/2 x its slope
+        expected_chosen = sum(-0.5 * weights[i, j].item() * beta * M for j in range(M)) / (M * M)
+        expected_rejected = sum(0.5 * weights[k, i].item() * beta * M for k in range(M)) / (M * M)
+        assert chosen.grad[i].item() == pytest.approx(expected_chosen, abs=1e-7)
+        assert rejected.grad[i].item() == pytest.approx(expected_rejected, abs=1e-7)
+    dpo_chosen, dpo_rejected = torch.zeros(M, requires_grad=True), torch.zeros(M, requires_grad=True)
+    dpo_loss(dpo_chosen, dpo_rejected, zeros, zeros, beta=beta)[0].mean().backward()
+    torch.testing.assert_close(chosen.grad, dpo_chosen.grad)  # rows sum to 1: the chosen side is DPO's
+    torch.testing.assert_close(rejected.grad, dpo_rejected.grad * weights.sum(dim=0))  # columns scale the rest

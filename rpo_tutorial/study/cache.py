@@ -14,6 +14,8 @@ FEATURE_FIELDS = {"model", "trainable_layers", "train_pairs", "heldout_per_clust
                    "hh_heldout_pairs", "max_length", "max_prompt_length", "hh_max_length", "hh_max_prompt_length",
                    "eval_batch_size"}
 SFT_FIELDS = {"batch_size", "sft_learning_rate", "max_grad_norm"}
+# fields the judge's samples depend on (the SFT reference's samples: these, FEATURE_FIELDS and SFT_FIELDS)
+JUDGE_FIELDS = {"judge_max_new_tokens", "judge_top_p", "judge_temperature", "judge_batch_size"}
 
 
 def fingerprint(settings: StudySettings, fields: set[str] | None = None) -> dict:
@@ -38,8 +40,10 @@ def read_run(path: Path, settings: StudySettings) -> dict | None:
     if record.get("settings") != fingerprint(settings):
         changed = sorted(key for key, value in fingerprint(settings).items()
                          if record.get("settings", {}).get(key) != value)
-        raise ValueError(f"{path} was trained with other settings ({changed}); use a new output folder or the "
-                         "same settings")
+        before_judge = all(key in JUDGE_FIELDS and key not in record.get("settings", {}) for key in changed)
+        why = " (made before the judge win rate existed)" if before_judge else ""
+        raise ValueError(f"{path} was trained with other settings ({changed}){why}; use a new output folder or "
+                         "the same settings")
     return record
 
 

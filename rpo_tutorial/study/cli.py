@@ -25,7 +25,7 @@ STUDY_PRESETS: dict[str, StudySettings] = {
     # a tiny random model: the whole machinery in about a minute (tests, CI)
     "smoke": StudySettings(model="tiny-random:llama", settings=("controlled",), methods=("dpo", "rpo-emb-matched"),
                            tau_ablation=(), seeds=(0, 1), steps=2, eval_every=1, train_pairs=16,
-                           heldout_per_cluster=1, learning_rate=1e-3),
+                           heldout_per_cluster=1, learning_rate=1e-3, judge_max_new_tokens=4),
 }
 _FLAGS = {  # flag -> (field, type, help)
     "--seeds": ("seeds", int, "seeds (one SFT reference and data order each)"),
@@ -39,6 +39,8 @@ _FLAGS = {  # flag -> (field, type, help)
     "--batch-size": ("batch_size", int, "pairs per step"),
     "--train-pairs": ("train_pairs", int, "train pairs per demo setting"),
     "--trainable-layers": ("trainable_layers", int, "top decoder layers trained"),
+    "--judge-max-new-tokens": ("judge_max_new_tokens", int, "tokens sampled per held-out prompt for the judge "
+                               "win rate vs SFT (0: no judge)"),
     "--num-threads": ("num_threads", int, "torch threads (default: by machine load)"),
 }
 

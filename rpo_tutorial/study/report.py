@@ -2,6 +2,8 @@
 
 Per setting and method (intervals: ``stats``):
 - held-out implicit-reward accuracy (ties half): mean over seeds, 95% t-interval across seeds;
+- the judge win rate against the SFT reference's samples (``study.judge``; controlled and control
+  only), the same way, with its own paired difference to DPO over seeds and prompts;
 - its paired difference to DPO: mean over seeds and held-out pairs, two-level bootstrap interval;
 - drift = mean |log pi - log pi_ref| over held-out responses, and the mean change of the chosen
   and rejected log-probs (nats per response), means over seeds;
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rpo_tutorial.study.cache import read_run, run_path
+from rpo_tutorial.study.judge import TIE_MARGIN
 from rpo_tutorial.study.settings import StudySettings
 from rpo_tutorial.study.stats import paired_bootstrap, pair_outcomes, seed_interval
 
@@ -44,6 +47,12 @@ def method_row(records: list[dict], baseline: list[dict] | None, settings: Study
            "train_accuracy": float(np.mean([_last_quarter([c["accuracy"] for c in r["curve"]]) for r in records])),
            "wins": sum(f["wins"] for f in finals), "ties": sum(f["ties"] for f in finals),
            "losses": sum(f["losses"] for f in finals), "pairs_per_seed": finals[0]["n"]}
+    judges = [record.get("judge") for record in records]
+    row["judge_win_rate"] = seed_interval([j["win_rate"] for j in judges]) if all(judges) else None
+    if all(judges):
+        row.update({f"judge_{key}": sum(j[key] for j in judges) for key in ("wins", "ties", "losses")},
+                   judge_mean_score=float(np.mean([j["mean_score"] for j in judges])),
+                   sft_judge_mean_score=float(np.mean([j["reference_mean_score"] for j in judges])))
     if baseline is not None and row["method"] != BASELINE:
         seeds = sorted(set(row["seeds"]) & {record["seed"] for record in baseline})
         if seeds:
@@ -52,6 +61,9 @@ def method_row(records: list[dict], baseline: list[dict] | None, settings: Study
             outcomes = [np.stack([pair_outcomes(np.asarray(x[s]["heldout_policy"]), np.asarray(x[s]["heldout_reference"]))
                                   for s in seeds]) for x in (mine, theirs)]
             row["difference_to_dpo"] = paired_bootstrap(outcomes[0], outcomes[1], settings.bootstrap_samples)
+            if all(x[s].get("judge") for x in (mine, theirs) for s in seeds):
+                judged = [np.stack([x[s]["judge"]["outcomes"] for s in seeds]) for x in (mine, theirs)]  # (S, P)
+                row["judge_difference_to_dpo"] = paired_bootstrap(judged[0], judged[1], settings.bootstrap_samples)
     return row
 
 
@@ -137,6 +149,24 @@ def _setup(report: dict) -> list[str]:
                                  if name in s["settings"]) + ".", ""]
 
 
+def _judge_text(report: dict) -> list[str]:
+    """How the judge win rate was measured, and the SFT samples' mean r* per judged setting."""
+    s = report["settings"]
+    if not s.get("judge_max_new_tokens"):
+        return ["Judge win rates against SFT (sampling) were not run in this study.", ""]
+    means = [f"{setting} {row['sft_judge_mean_score']:+.3f}" for setting, rows in report["tables"].items()
+             for row in rows[:1] if row.get("judge_win_rate")]
+    return [f"Judge win rate vs SFT (controlled and control; HH has no offline judge): each held-out prompt "
+            f"sampled once from the trained policy and once from the seed's SFT reference (top-p "
+            f"{s['judge_top_p']:g}, temperature {s['judge_temperature']:g}, at most {s['judge_max_new_tokens']} new "
+            f"tokens, the same sampling seeds for the SFT reference and every method of a seed), both scored with "
+            f"the ground truth r* (controlled: sign(cluster) x VADER sentiment; control: VADER sentiment; an empty "
+            f"or degenerate response scores -1); win = r* higher by more than {TIE_MARGIN:g}, a tie (within it) "
+            f"counts half (`rpo_tutorial/study/judge.py`). Interval: Student t across seeds; judge vs DPO: the "
+            f"same two-level bootstrap over seeds and prompts on the per-prompt outcomes. Mean r* of the SFT "
+            f"samples: {', '.join(means) or 'n/a'}.", ""]
+
+
 def _saturation(report: dict) -> list[str]:
     margins = [row["train_margin_nats"] for rows in report["tables"].values() for row in rows]
     if not margins:
@@ -155,26 +185,32 @@ def markdown(report: dict, command: str) -> str:
              "intervals are 95%: across seeds (Student t) for the accuracy, a two-level bootstrap over seeds and "
              "held-out pairs for the paired difference to DPO. Drift = mean |log pi - log pi_ref| over held-out "
              "responses (nats). Train margin = mean log-ratio difference chosen - rejected over the last quarter of "
-             "steps (nats; own pairs, all pairs for unpaired methods). Judge win rates against SFT (sampling) "
-             "were not run in this study.", "", *_saturation(report)]
+             "steps (nats; own pairs, all pairs for unpaired methods).", "", *_judge_text(report), *_saturation(report)]
     for setting, rows in report["tables"].items():
-        lines += [f"## {setting}", "", "| method | beta | accuracy [95% CI] | vs DPO [95% CI] | drift | "
-                  "chosen / rejected log-prob change | train margin | train acc. | wins/ties/losses | seeds |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {setting}", "", "| method | beta | accuracy [95% CI] | vs DPO [95% CI] | judge win rate vs "
+                  "SFT [95% CI] | judge vs DPO [95% CI] | drift | chosen / rejected log-prob change | train margin | "
+                  "train acc. | wins/ties/losses | judge W/T/L | seeds |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
-            difference = row.get("difference_to_dpo")
+            difference, judge = row.get("difference_to_dpo"), row.get("judge_win_rate")
+            judge_difference = row.get("judge_difference_to_dpo")
+            counts = f"{row['judge_wins']}/{row['judge_ties']}/{row['judge_losses']}" if judge else "-"
             lines.append(
                 f"| {row['label']} | {row['beta']:g} | {_interval(row['accuracy'])} | "
-                f"{_interval(difference) if difference else '-'} | {_interval(row['drift'], percent=False)} | "
+                f"{_interval(difference) if difference else '-'} | "
+                f"{_interval(judge) if judge else 'n/a (no offline judge)'} | "
+                f"{_interval(judge_difference) if judge_difference else ('-' if judge else 'n/a')} | "
+                f"{_interval(row['drift'], percent=False)} | "
                 f"{row['chosen_logp_change']:+.2f} / {row['rejected_logp_change']:+.2f} | "
                 f"{row['train_margin_nats']:.2f} | {row['train_accuracy']:.0%} | "
-                f"{row['wins']}/{row['ties']}/{row['losses']} | {len(row['seeds'])} |")
+                f"{row['wins']}/{row['ties']}/{row['losses']} | {counts} | {len(row['seeds'])} |")
         lines.append("")
     if report["missing"]:
         lines += ["## Missing runs", "", "Not in the cache when this report was written (resume with the same "
                   "command): " + ", ".join(report["missing"]), ""]
     lines += ["Figures: `study_learning_curves.png` (train margin per step, mean and range over seeds), "
-              "`study_accuracy.png` (held-out accuracy, mean and 95% interval across seeds).", ""]
+              "`study_accuracy.png` (held-out accuracy, mean and 95% interval across seeds), `study_judge_winrate.png` "
+              "(judge win rate against SFT, controlled and control).", ""]
     return "\n".join(lines)
 
 
@@ -193,4 +229,9 @@ def write_report(output_dir: str | Path, settings: StudySettings, command: str =
             plot_learning_curves(report["curves"], folder / "study_learning_curves.png", metric="margin_nats",
                                  ylabel="train margin, log-ratio chosen - rejected (nats)")
             plot_accuracy_bars(report["tables"], folder / "study_accuracy.png")
+            judged = {setting: rows for setting, rows in report["tables"].items()
+                      if any(row.get("judge_win_rate") for row in rows)}
+            if judged:
+                plot_accuracy_bars(judged, folder / "study_judge_winrate.png", key="judge_win_rate",
+                                   title="judge win rate vs SFT (r*, ties half)")
     return report

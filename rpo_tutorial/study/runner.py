@@ -9,12 +9,15 @@ Layout of ``output_dir``::
 
     runs/<setting>/seed<k>/<method>.json   one finished run (curves, held-out log-probs)
     runs/<setting>/seed<k>/sft.pt          the seed's SFT weights (top layers) and reference log-probs
+    runs/<setting>/seed<k>/sft_samples.json  the SFT reference's judged samples (controlled, control)
     features/<setting>.pt                  trunk features of every sequence (shared by all seeds)
     study.json, study.md, *.png            the report (``report.write_report``)
 
 Runs go method by method (``settings.methods`` order, then the tau ablation), each in every
 setting, all seeds in a row (the SFT reference of each seed is read back from disk), so an
 interrupted study holds complete rows of its first methods.
+A judged run (``judge``) also samples the held-out prompts after training and compares them with the
+SFT reference's samples (``study.judge``); its JSON holds the samples and per-prompt outcomes.
 A run is trained only when its JSON is absent, so an interrupted study resumes where it
 stopped and never retrains a finished run. Each JSON records the settings it was trained with; a
 cache made with other settings is refused (name a new folder) rather than mixed in.
@@ -29,8 +32,9 @@ from typing import Callable
 import torch
 
 from rpo_tutorial.study import train as training
-from rpo_tutorial.study.cache import FEATURE_FIELDS, SFT_FIELDS, fingerprint, read_run, run_path
+from rpo_tutorial.study.cache import FEATURE_FIELDS, JUDGE_FIELDS, SFT_FIELDS, fingerprint, read_run, run_path
 from rpo_tutorial.study.data import SettingData, build_setting, setting_rows
+from rpo_tutorial.study.judge import JUDGED_SETTINGS, compare_to_reference, sample_scores
 from rpo_tutorial.study.settings import StudySettings
 from rpo_tutorial.study.trunk import TopStack
 from rpo_tutorial.training.threads import apply_num_threads
@@ -68,8 +72,11 @@ class Progress:
                     else "no estimate yet")
         final = record["evals"][-1]
         how = f"{seconds:.0f} s" if seconds is not None else "cached"
+        judge = record.get("judge")
+        judged = (f", judge win rate vs SFT {judge['win_rate']:.1%} (sampling {judge['seconds']:.0f} s)"
+                  if judge else "")
         self.say(f"run {self.done}/{self.total} {name}: held-out accuracy {final['accuracy']:.1%} "
-                 f"({final['wins']}/{final['ties']}/{final['losses']}), drift {final['drift']:.2f} nats, "
+                 f"({final['wins']}/{final['ties']}/{final['losses']}), drift {final['drift']:.2f} nats{judged}, "
                  f"{how}; {left} left, {estimate}")
 
 
@@ -106,8 +113,11 @@ def run_study(output_dir: str | Path, settings: StudySettings | None = None, pro
             threads = apply_num_threads(settings.num_threads)
             stack, data = _setting(state, name, available[name], settings, output_dir, embed, log)
             sft = _sft(state, stack, data, settings, seed, output_dir, log)
+            reference = _sft_samples(state, stack, available[name][1], settings, seed, sft, output_dir, log)
             log.say(f"training {name} seed {seed} {method.label} ({settings.steps} steps, {threads} thread(s))")
             record = training.train_method(stack, data, method, settings, seed, sft)
+            record["judge"] = None if reference is None else _judge_run(state, stack, available[name][1],
+                                                                        settings, seed, reference)
             record.update(setting=name, settings=fingerprint(settings), sft_seconds=sft.get("seconds"))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.with_suffix(".tmp").write_text(json.dumps(record))
@@ -164,6 +174,40 @@ def _sft(state: dict, stack: TopStack, data: SettingData, settings: StudySetting
         torch.save({"settings": sft_key, "sft": sft}, path)
     state.update(sft_key=key, sft=sft)
     return sft
+
+
+def _judged(name: str, settings: StudySettings) -> bool:
+    return name in JUDGED_SETTINGS and settings.judge_max_new_tokens > 0
+
+
+def _sft_samples(state: dict, stack: TopStack, heldout_rows: list[dict], settings: StudySettings, seed: int,
+                 sft: dict, output_dir: Path, log: Progress) -> dict | None:
+    """The SFT reference's judged samples of the held-out prompts (once per setting and seed, cached on disk).
+
+    None where the setting has no judge. Loads the SFT weights into ``stack`` when it has to sample.
+    """
+    name = state["setting_name"]
+    if not _judged(name, settings):
+        return None
+    path = output_dir / "runs" / name / f"seed{seed}" / "sft_samples.json"
+    key = fingerprint(settings, FEATURE_FIELDS | SFT_FIELDS | JUDGE_FIELDS)
+    cached = json.loads(path.read_text()) if path.is_file() else None
+    if cached is not None and cached.get("settings") == key:
+        return cached["samples"]
+    log.say(f"sampling the SFT reference on {len(heldout_rows)} held-out prompts of {name} seed {seed}")
+    stack.load_state(sft["state"])
+    samples = sample_scores(stack.model, state["tokenizer"], heldout_rows, name, settings, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(json.dumps({"settings": key, "samples": samples}))
+    path.with_suffix(".tmp").replace(path)
+    return samples
+
+
+def _judge_run(state: dict, stack: TopStack, heldout_rows: list[dict], settings: StudySettings, seed: int,
+               reference: dict) -> dict:
+    """Sample the trained policy (the stack holds its weights) and judge it against the SFT samples."""
+    samples = sample_scores(stack.model, state["tokenizer"], heldout_rows, state["setting_name"], settings, seed)
+    return {**compare_to_reference(samples["scores"], reference["scores"]), **samples}
 
 
 def _bundled_embed(texts: list[str]) -> torch.Tensor:

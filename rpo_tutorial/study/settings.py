@@ -82,6 +82,10 @@ class StudySettings:
     hh_max_length: int = 96  # HH: longer dialogue prompts
     hh_max_prompt_length: int = 64
     eval_batch_size: int = 16  # sequences per forward pass in evaluation
+    judge_max_new_tokens: int = 40  # judge win rate vs SFT (controlled, control): tokens sampled per prompt; 0: off
+    judge_top_p: float = 0.95  # the judge's policy sampling (the paper's): nucleus top-p ...
+    judge_temperature: float = 1.0  # ... at temperature 1
+    judge_batch_size: int = 32  # prompts per generate call (seeded per batch: part of the result)
     bootstrap_samples: int = 2000  # paired-difference bootstrap over seeds and prompts
     num_threads: int | None = None  # torch threads; None: choose by machine load before each run
 
@@ -101,10 +105,17 @@ class StudySettings:
     def check(self) -> None:
         for name in ("trainable_layers", "batch_size", "steps", "eval_every", "heldout_per_cluster",
                      "hh_train_pairs", "hh_heldout_pairs", "max_length", "max_prompt_length", "eval_batch_size",
-                     "bootstrap_samples"):
+                     "bootstrap_samples", "judge_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"StudySettings.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.judge_max_new_tokens, bool) or not isinstance(self.judge_max_new_tokens, int) \
+                or self.judge_max_new_tokens < 0:
+            raise ValueError(f"StudySettings.judge_max_new_tokens must be an integer >= 0 (0: no judge), got "
+                             f"{self.judge_max_new_tokens!r}")
+        if not (0 < self.judge_top_p <= 1 and self.judge_temperature > 0):
+            raise ValueError(f"StudySettings.judge_top_p must be in (0, 1] and judge_temperature > 0, got "
+                             f"{self.judge_top_p!r} and {self.judge_temperature!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"StudySettings.seeds must be distinct and non-empty, got {self.seeds!r}")
         bad = [name for name in self.settings if name not in SETTINGS_NAMES]

@@ -16,7 +16,8 @@ from rpo_tutorial.study.stats import pair_outcomes, paired_bootstrap, seed_inter
 
 TINY = StudySettings(model="tiny-random:llama", settings=("controlled",), methods=("dpo", "rpo-emb-matched"),
                      tau_ablation=(), seeds=(0, 1), steps=2, eval_every=1, train_pairs=16, heldout_per_cluster=1,
-                     learning_rate=1e-3, max_length=56, max_prompt_length=44)
+                     learning_rate=1e-3, max_length=56, max_prompt_length=44, judge_max_new_tokens=4,
+                     judge_batch_size=4)
 
 
 def fake_embed(texts):
@@ -113,9 +114,31 @@ def test_matched_beta_is_beta_times_the_batch():
     assert training.method_config(METHODS["dpo"], TINY.replace(batch_size=8)).beta == pytest.approx(0.1)
 
 
+def test_every_method_of_the_study_has_its_own_cache_file_and_options():
+    from pathlib import Path
+
+    from rpo_tutorial.study.cache import run_path
+    from rpo_tutorial.study.settings import SETTINGS_NAMES, TAU_ABLATION, tau_method
+
+    settings = StudySettings()
+    for setting in SETTINGS_NAMES:
+        methods = settings.method_list(setting)
+        assert len({run_path(Path("out"), setting, 0, m.key) for m in methods}) == len(methods)  # no collision
+    for tau in TAU_ABLATION:  # each ablation row trains embedding weights at its own tau, matched beta
+        config = training.method_config(tau_method(tau), settings)
+        assert (config.loss, config.weighting, config.effective_tau, config.beta) == ("rpo", "embedding", tau,
+                                                                                    pytest.approx(0.8))
+
+
 def test_study_resumes_from_its_cache_without_retraining(tmp_path, monkeypatch):
-    calls = {"train": 0, "sft": 0}
-    real_train, real_sft = training.train_method, training.run_sft
+    from rpo_tutorial.study import runner
+
+    calls = {"train": 0, "sft": 0, "sample": 0}
+    real_train, real_sft, real_sample = training.train_method, training.run_sft, runner.sample_scores
+
+    def counted_sample(*args, **kwargs):
+        calls["sample"] += 1
+        return real_sample(*args, **kwargs)
 
     def counted_train(*args, **kwargs):
         calls["train"] += 1
@@ -127,26 +150,43 @@ def test_study_resumes_from_its_cache_without_retraining(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "train_method", counted_train)
     monkeypatch.setattr(training, "run_sft", counted_sft)
+    monkeypatch.setattr(runner, "sample_scores", counted_sample)
     first = run_study(tmp_path, TINY, progress=False, embed=fake_embed)
-    assert calls == {"train": 4, "sft": 2}  # 2 methods x 2 seeds; one SFT reference per seed
+    # 2 methods x 2 seeds; one SFT reference per seed; samples: each run + each seed's SFT reference once
+    assert calls == {"train": 4, "sft": 2, "sample": 6}
     report = json.loads((tmp_path / "study.json").read_text())
     assert report["missing"] == [] and {row["method"] for row in report["tables"]["controlled"]} == {
         "dpo", "rpo-emb-matched"}
     assert "difference_to_dpo" in report["tables"]["controlled"][1]
+    assert "judge_difference_to_dpo" in report["tables"]["controlled"][1]
+    assert all(0 <= row["judge_win_rate"]["mean"] <= 1 for row in report["tables"]["controlled"])
+    assert "judge win rate vs SFT" in (tmp_path / "study.md").read_text()
     for record in first.values():
         assert record["evals"][0]["accuracy"] == 0.5 and record["evals"][0]["ties"] == record["evals"][0]["n"]
+        judge = record["judge"]
+        assert len(judge["outcomes"]) == len(judge["responses"]) == len(record["heldout_prompts"])
+        assert judge["win_rate"] == pytest.approx(sum(judge["outcomes"]) / len(judge["outcomes"]))
 
-    calls.update(train=0, sft=0)
+    calls.update(train=0, sft=0, sample=0)
     again = run_study(tmp_path, TINY, progress=False, embed=fake_embed)
-    assert calls == {"train": 0, "sft": 0}  # everything came from the cache
+    assert calls == {"train": 0, "sft": 0, "sample": 0}  # everything came from the cache
     assert again == first
 
     (tmp_path / "runs" / "controlled" / "seed1" / "dpo.json").unlink()  # as if killed during that run
     run_study(tmp_path, TINY, progress=False, embed=fake_embed)
-    assert calls == {"train": 1, "sft": 0}  # only the missing run; its SFT reference came from disk
+    # only the missing run; its SFT reference and the SFT samples came from disk
+    assert calls == {"train": 1, "sft": 0, "sample": 1}
 
     with pytest.raises(ValueError, match="other settings"):
         run_study(tmp_path, TINY.replace(learning_rate=5e-4), progress=False, embed=fake_embed)
+
+    path = tmp_path / "runs" / "controlled" / "seed0" / "dpo.json"  # a run cached before the judge existed
+    record = json.loads(path.read_text())
+    record.pop("judge")
+    record["settings"] = {k: v for k, v in record["settings"].items() if not k.startswith("judge_")}
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="before the judge win rate existed"):
+        run_study(tmp_path, TINY, progress=False, embed=fake_embed)
 
 
 def test_study_flags_override_the_preset_and_bad_values_are_refused():
