@@ -21,7 +21,8 @@ STUDY_PRESETS: dict[str, StudySettings] = {
     "full": StudySettings(),
     # notebook 04's CPU mode (~10 min on 2 idle cores): the controlled setting, DPO and RPO embedding at the paper's
     # and the matched beta, 3 seeds, the same per-run budget as the full study
-    "small": StudySettings(settings=("controlled",), methods=("dpo", "rpo-emb-matched", "rpo-emb"), tau_ablation=()),
+    "small": StudySettings(settings=("controlled",), methods=("dpo", "rpo-emb-matched", "rpo-emb"), tau_ablation=(),
+                           judge_max_new_tokens=0),  # no sampling: notebook 04 stays under 20 min on a CPU
     # a tiny random model: the whole machinery in about a minute (tests, CI)
     "smoke": StudySettings(model="tiny-random:llama", settings=("controlled",), methods=("dpo", "rpo-emb-matched"),
                            tau_ablation=(), seeds=(0, 1), steps=2, eval_every=1, train_pairs=16,
