@@ -128,7 +128,7 @@ print("response tokens, rejected:", response_tokens[M:].tolist())
 captured = {}  # the input of the final RMSNorm, used in section 3
 hook = reference.model.norm.register_forward_hook(lambda module, inputs, output: captured.update(hidden=inputs[0]))
 with torch.no_grad():
-    reference_logps = batch_sequence_logps(reference, batch)  # (2M,) float32
+    reference_logps = batch_sequence_logps(reference, batch, share_prompts=False)  # (2M,): one forward, all rows
 hook.remove()
 reference_chosen_logps, reference_rejected_logps = reference_logps[:M], reference_logps[M:]
 print("log pi_ref(y_w | x):", reference_chosen_logps)
