@@ -40,13 +40,29 @@ def test_log_ratios_are_exactly_zero_before_the_first_step(tmp_path, bf16, refer
     assert ratios.abs().max().item() == 0.0, ratios
 
 
-def test_the_check_can_fail_bf16_batches_padded_to_their_own_longest_row(monkeypatch, tmp_path):
+def test_the_check_can_fail_a_stored_reference_one_float32_step_off(monkeypatch, tmp_path):
+    """A precomputed reference that differs from the live computation by the smallest possible amount
+    (one float32 step, on one row) must show up as exactly that log-ratio. The difference is injected,
+    not left to a CPU's bf16 kernels (which round identically on some processors and not on others)."""
     from rpo_tutorial.training import run as run_module
 
-    # the route before: the one-off pass and training padded each batch to its own longest row
-    monkeypatch.setattr(run_module, "reference_collator", lambda trainer, collator, examples: collator)
+    original = run_module.precompute_reference
+    nudged: list[float] = []
+
+    def one_row_nudged(*args, **kwargs):
+        examples = original(*args, **kwargs)
+        stored = torch.tensor(examples[0]["reference_chosen_logps"], dtype=torch.float32)  # a float32 value
+        moved = torch.nextafter(stored, torch.tensor(float("inf")))  # one float32 step up
+        nudged.append(float(moved - stored))
+        examples[0] = {**examples[0], "reference_chosen_logps": float(moved)}
+        return examples
+
+    monkeypatch.setattr(run_module, "precompute_reference", one_row_nudged)
     ratios = first_step_log_ratios(tmp_path, bf16=True, reference="precomputed")
-    assert 0.0 < ratios.abs().max().item() < 1e-2  # bf16 rounding of another padded length, not a bug's 0.6 nats
+    assert nudged and nudged[0] > 0.0
+    changed = ratios[ratios != 0]
+    # policy - (reference + one step) is exact in float32 (Sterbenz), so exactly one row reads -step
+    assert changed.tolist() == [-nudged[0]], ratios
 
 
 def test_the_check_can_fail_a_bf16_copy_of_the_reference_is_not_the_policy(monkeypatch, tmp_path):
