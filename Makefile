@@ -40,7 +40,7 @@ lab: $(LAB_STAMP)
 	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m rpo_tutorial demo --output-dir $(DEMO_OUT)
+	$(PY) -m rpo_lab demo --output-dir $(DEMO_OUT)
 
 # pytest exit code 5 means "no tests collected"; anything else non-zero is a failure.
 test: $(STAMP)
@@ -52,7 +52,7 @@ test-fast: $(STAMP)
 
 # Regenerates figures/: notebooks 01-03 at full size (a few minutes on a CPU) and the weights demo.
 figures: $(STAMP)
-	$(PY) -m rpo_tutorial weights --output-dir figures
+	$(PY) -m rpo_lab weights --output-dir figures
 	$(PY) -m pytest --nbmake notebooks/01_*.ipynb notebooks/02_*.ipynb notebooks/03_*.ipynb -p no:cacheprovider
 
 bench: $(STAMP)

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rpo_tutorial.data.collate import PreferenceCollator
     from rpo_tutorial.training import trainer as trainer_module
     from rpo_tutorial.training.config import get_preset
-    from rpo_tutorial.training.estimates import GB, DecoderShape, per_gpu_memory
+    from rpo_lab.estimates import GB, DecoderShape, per_gpu_memory
     from rpo_tutorial.training.run import load_reference
     from rpo_tutorial.training.trainer import RPOTrainer
 

@@ -8,9 +8,9 @@ Layers, from the bottom (a module may import its own layer and those its layer l
     training    rpo_tutorial/training/                config, objectives, trainer, runs
     plots       rpo_tutorial/plots/                   figures (reads data files, never the trainer)
     evaluation  rpo_tutorial/evaluation/              sampling, judges, win rates
-    demo        rpo_tutorial/demo/                    the end-to-end demo
-    study       rpo_tutorial/study/                   the seeded comparison of methods (rpo-tutorial study)
-    api         __init__.py, __main__.py, cli.py      the public surface
+    api         rpo_tutorial/__init__.py              the public surface
+    lab         rpo_lab/                              the CLI, the demo, the study, estimates: uses the
+                                                      library and is never imported (or named) by it
 
 Every import counts, including those inside functions. The checker is tested on a small
 synthetic package too, so it is known to fail when it should.
@@ -24,6 +24,8 @@ import pytest
 
 PACKAGE = "rpo_tutorial"
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / PACKAGE
+LAB = "rpo_lab"
+LAB_DIR = Path(__file__).resolve().parents[1] / LAB
 MAX_MODULE_LINES = 320  # "modules under ~300 lines"
 
 ALLOWED = {
@@ -33,14 +35,11 @@ ALLOWED = {
     "training": {"core", "data", "models", "training"},
     "plots": {"core", "data", "plots"},
     "evaluation": {"core", "data", "models", "training", "plots", "evaluation"},
-    "demo": {"core", "data", "models", "training", "plots", "evaluation", "demo"},
-    # the study sits above the demo: its judge win rate scores samples with the demo's judge (VADER), the
-    # ground truth that labelled the demo data; the demo never imports the study
-    "study": {"core", "data", "models", "training", "plots", "evaluation", "demo", "study"},
 }
 ALLOWED["api"] = set(ALLOWED) | {"api"}
+ALLOWED["lab"] = set(ALLOWED) | {"lab"}  # the lab uses the whole library; nothing in the library uses the lab
 CORE = {"losses", "weighting", "paths"}
-API = {"__init__", "__main__", "cli"}
+API = {"__init__"}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -52,6 +51,8 @@ def module_name(path: Path, root: Path) -> str:
 
 def layer_of(module: str) -> str:
     parts = module.split(".")
+    if parts[0] == LAB:
+        return "lab"
     if len(parts) == 1:
         return "api"  # the package's own __init__
     if len(parts) == 2 and parts[1] in CORE:
@@ -88,8 +89,8 @@ def imported_modules(tree: ast.AST, module: str, is_package: bool, known: set[st
     return found
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
-    paths = {module_name(path, root): path for path in root.rglob("*.py")}
+def import_graph(*roots: Path) -> dict[str, set[str]]:
+    paths = {module_name(path, root): path for root in roots for path in root.rglob("*.py")}
     known = set(paths)
     return {module: imported_modules(ast.parse(path.read_text()), module, path.name == "__init__.py", known)
             - {module} for module, path in paths.items()}
@@ -102,7 +103,7 @@ def layering_violations(graph: dict[str, set[str]]) -> list[str]:
         for target in sorted(targets):
             if layer_of(target) not in ALLOWED[layer]:
                 problems.append(f"{module} ({layer}) imports {target} ({layer_of(target)})")
-            elif layer != "api" and "." in target and target == ".".join(module.split(".")[:2]):
+            elif layer not in ("api", "lab") and "." in target and target == ".".join(module.split(".")[:2]):
                 problems.append(f"{module} imports its own package's __init__ {target}: import the module instead")
     return problems
 
@@ -140,15 +141,24 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_package_imports_point_one_way():
-    assert layering_violations(import_graph(PACKAGE_DIR)) == []
+    assert layering_violations(import_graph(PACKAGE_DIR, LAB_DIR)) == []
 
 
 def test_package_has_no_import_cycles():
-    assert cycles(import_graph(PACKAGE_DIR)) == []
+    assert cycles(import_graph(PACKAGE_DIR, LAB_DIR)) == []
+
+
+def test_the_library_never_loads_the_lab_by_name():
+    """No dynamic import either (``importlib.import_module("rpo_lab.x")``, ``"rpo_lab.x:f"`` entry points):
+    the library works without the lab. Prose that shows a command (``python -m rpo_lab train``) is fine."""
+    named = {str(path.relative_to(PACKAGE_DIR)) for path in PACKAGE_DIR.rglob("*.py")
+             if any(isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and node.value.startswith(LAB + ".") for node in ast.walk(ast.parse(path.read_text())))}
+    assert named == set()
 
 
 def test_modules_stay_small():
-    long = {str(path.relative_to(PACKAGE_DIR)): n for path in PACKAGE_DIR.rglob("*.py")
+    long = {str(path.relative_to(root)): n for root in (PACKAGE_DIR, LAB_DIR) for path in root.rglob("*.py")
             if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert long == {}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rpo_tutorial.cli import main
+from rpo_lab.cli import main
 from rpo_tutorial.data import files
 from rpo_tutorial.data.demo import load_demo
 from rpo_tutorial.data.errors import MAX_FIELD_CHARS

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from rpo_tutorial.cli import main
+from rpo_lab.cli import main
 from rpo_tutorial.data.errors import DataError
-from rpo_tutorial.training import memory_hint
+from rpo_lab import memory_hint
 from rpo_tutorial.training.config import get_preset
-from rpo_tutorial.training.estimates import GB
+from rpo_lab.estimates import GB
 
 
 def run_cli(capsys, *argv):

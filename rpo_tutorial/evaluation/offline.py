@@ -4,7 +4,7 @@ Both return records in the format of :mod:`rpo_tutorial.evaluation`, so
 :func:`rpo_tutorial.evaluation.winrate.win_rate` applies unchanged.
 
 - :class:`RewardJudge` scores each response with any ``score_fn(text) -> float`` (the demo
-  dataset's judge is ``rpo_tutorial.demo.judge.sentiment_score``); the higher score wins, and a
+  dataset's judge is ``rpo_lab.demo.judge.sentiment_score``); the higher score wins, and a
   difference of at most ``margin`` is a tie. A reward has no position bias, so both order
   verdicts are the same.
 - :func:`implicit_reward_accuracy` is the share of held-out preference pairs on which the

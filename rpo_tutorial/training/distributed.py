@@ -16,9 +16,9 @@ of the WHOLE global micro-batch:
 
 The result equals one process running the concatenated batch (tested with 2 CPU processes).
 
-Run it on CPU with ``torchrun --nproc_per_node 2 -m rpo_tutorial train ...`` (``accelerate launch``
+Run it on CPU with ``torchrun --nproc_per_node 2 -m rpo_lab train ...`` (``accelerate launch``
 with a ``use_cpu: true`` config starts gloo processes too, always under DDP) and on GPUs with
-``accelerate launch --config_file configs/<ddp|fsdp|deepspeed>.yaml -m rpo_tutorial train ...``.
+``accelerate launch --config_file configs/<ddp|fsdp|deepspeed>.yaml -m rpo_lab train ...``.
 """
 from __future__ import annotations
 

@@ -163,8 +163,8 @@ def save_full_model(trainer, output_dir: str | Path) -> None:
 
 def paper_launch_commands(sft_dir: str = "runs/mistral-sft", rpo_dir: str = "runs/mistral-rpo") -> dict[str, list[str]]:
     """The paper run's command lines (README, notebook 05); each is parsed in tests/training/test_launch.py."""
-    fsdp = ["accelerate", "launch", "--config_file", "configs/fsdp_mistral7b_8gpu.yaml", "-m", "rpo_tutorial"]
-    zero3 = ["accelerate", "launch", "--config_file", "configs/deepspeed_zero3_8gpu.yaml", "-m", "rpo_tutorial"]
+    fsdp = ["accelerate", "launch", "--config_file", "configs/fsdp_mistral7b_8gpu.yaml", "-m", "rpo_lab"]
+    zero3 = ["accelerate", "launch", "--config_file", "configs/deepspeed_zero3_8gpu.yaml", "-m", "rpo_lab"]
     rpo = ["train", "--preset", "paper", "--model", sft_dir, "--output-dir", rpo_dir]
     return {
         "1. SFT (FSDP2)": fsdp + ["sft", "--preset", "paper", "--output-dir", sft_dir],

@@ -3,7 +3,7 @@
 #
 # Does RPO change anything, at a scale a laptop can train? One run per method says little: two runs of the
 # same method with another seed differ by several points. This notebook runs a **study**
-# (`rpo_tutorial.study`, also `python -m rpo_tutorial study`): every method, several seeds, the same SFT
+# (`rpo_lab.study`, also `python -m rpo_lab study`): every method, several seeds, the same SFT
 # reference and data order for every method of a seed, and a report with intervals.
 #
 # 1. **The controlled setting**, where the paper's mechanism can show: demo prompts in 8 topic clusters whose
@@ -24,12 +24,12 @@
 # other jobs kept its load average at 4-7 and left the notebook half a core on average (expect under 10 minutes
 # on 2 idle cores). The study cell prints an estimate first, then re-estimates after every run. To add methods:
 # `SETTINGS = SETTINGS.replace(methods=(..., "rpo-uniform-matched"))`; on the command line
-# `python -m rpo_tutorial study --preset small --methods ...`. With a GPU: the `full` preset, every method on the
+# `python -m rpo_lab study --preset small --methods ...`. With a GPU: the `full` preset, every method on the
 # controlled, control and HH settings plus the $\tau$ ablation (the committed report below).
 # `RPO_STUDY_PRESET` overrides the choice.
 #
 # The full study's committed report: [`docs/study/study.md`](../docs/study/study.md) (made by
-# `python -m rpo_tutorial study --output-dir outputs/study --report-dir docs/study`).
+# `python -m rpo_lab study --output-dir outputs/study --report-dir docs/study`).
 
 # %%
 import os
@@ -42,7 +42,7 @@ from IPython.display import Image, Markdown, display
 from transformers.utils import logging as transformers_logging
 
 from rpo_tutorial import paths
-from rpo_tutorial.study.cli import STUDY_PRESETS
+from rpo_lab.study.cli import STUDY_PRESETS
 
 PRESET = os.environ.get("RPO_STUDY_PRESET") or ("smoke" if SMOKE else "full" if torch.cuda.is_available() else "small")
 SETTINGS = STUDY_PRESETS[PRESET]
@@ -72,7 +72,7 @@ print(f"settings {SETTINGS.settings}, methods {SETTINGS.methods}, seeds {SETTING
 # control setting keeps one criterion everywhere.
 
 # %%
-from rpo_tutorial.data.controlled import NEGATIVE_CLUSTERS, control_rows, controlled_rows
+from rpo_lab.study.controlled import NEGATIVE_CLUSTERS, control_rows, controlled_rows
 
 for plain, flipped in list(zip(control_rows(), controlled_rows()))[:4]:
     print(f"{plain['cluster']:9s} chosen r* {flipped['chosen_score']:+.2f}  rejected r* {flipped['rejected_score']:+.2f}"
@@ -106,12 +106,12 @@ print(summary)
 # ## 3. The study
 #
 # Training runs only the top layers; the frozen lower layers run once per setting and their outputs are
-# reused by every run (`rpo_tutorial.study.trunk`, checked against a full forward in the tests). Each finished
+# reused by every run (`rpo_lab.study.trunk`, checked against a full forward in the tests). Each finished
 # run is cached in `OUTPUT_DIR/runs`, so rerunning this cell resumes.
 
 # %%
-from rpo_tutorial.study.cache import read_run, run_path
-from rpo_tutorial.study.runner import run_study
+from rpo_lab.study.cache import read_run, run_path
+from rpo_lab.study.runner import run_study
 
 plan = [(setting, seed, method.key) for setting in SETTINGS.settings for method in SETTINGS.method_list(setting)
         for seed in SETTINGS.seeds]
@@ -156,5 +156,5 @@ else:
 # Which way the comparison went here is in the table above: the notebook does not assume it. The committed full
 # study, with the control and HH settings, the unpaired methods, KTO and the $\tau$ ablation, is in
 # [`docs/study/study.md`](../docs/study/study.md). Notebook 05 scales the same losses to Mistral-7B on 8 GPUs;
-# notebook 06 evaluates models with a GPT-4 judge and AlpacaEval, and `python -m rpo_tutorial evaluate` measures
+# notebook 06 evaluates models with a GPT-4 judge and AlpacaEval, and `python -m rpo_lab evaluate` measures
 # held-out implicit-reward accuracy of any trained model against its reference.

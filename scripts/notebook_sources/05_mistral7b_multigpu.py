@@ -38,10 +38,10 @@ import time
 
 import torch
 
-from rpo_tutorial.training import estimates as estimates
+from rpo_lab import estimates as estimates
 from rpo_tutorial import paths
 from rpo_tutorial.training.config import PAPER_NUM_GPUS, get_preset
-from rpo_tutorial.training.estimates import GB, MISTRAL_7B
+from rpo_lab.estimates import GB, MISTRAL_7B
 from rpo_tutorial.training.launch import paper_launch_commands
 from rpo_tutorial.data.run_logs import read_metrics
 from rpo_tutorial.plots.training import plot_training_curves
@@ -106,7 +106,7 @@ assert global_batch == 64
 # %%
 SFT_DIR, RPO_DIR = "runs/mistral-sft", "runs/mistral-rpo"
 commands = paper_launch_commands(SFT_DIR, RPO_DIR)  # each one is parsed by tests/training/test_launch.py
-fsdp_launch = commands["1. SFT (FSDP2)"][:6]  # accelerate launch --config_file ... -m rpo_tutorial
+fsdp_launch = commands["1. SFT (FSDP2)"][:6]  # accelerate launch --config_file ... -m rpo_lab
 for name, command in commands.items():
     print(f"# {name}\n{shlex.join(command)}\n")
 

@@ -19,7 +19,7 @@
 # 5. AlpacaEval 2.0: the export of the 805 instructions, and the length-controlled win rate
 #
 # **Models.** By default the SFT, DPO and RPO (paired, embedding) models of `make demo`
-# (`python -m rpo_tutorial demo`, the README's main job: `outputs/demo/{sft,dpo,rpo}/model`); notebook 04's study
+# (`python -m rpo_lab demo`, the README's main job: `outputs/demo/{sft,dpo,rpo}/model`); notebook 04's study
 # trains only the top layers and keeps no whole models. Set `MODEL_DIRS` to evaluate others (e.g. notebook 05's
 # Mistral-7B runs, on a GPU). Without them the bundled SmolLM2-135M-Instruct is evaluated alone.
 # `RPO_SMOKE=1` uses the bundled model on a handful of prompts with a few tokens.
@@ -70,7 +70,7 @@ from rpo_tutorial.evaluation.alpaca_eval import (
 from rpo_tutorial.data import load_alpaca_eval_prompts
 from rpo_tutorial.data.demo import load_demo
 from rpo_tutorial.data.jsonl import write_jsonl
-from rpo_tutorial.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
+from rpo_lab.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
 from rpo_tutorial.evaluation.judges import OpenAIJudge
 from rpo_tutorial.evaluation.prompts import DIALOGUE_TEMPLATE, combine_verdicts
 from rpo_tutorial.evaluation.offline import (
@@ -143,7 +143,7 @@ heldout = load_demo("heldout")[:NUM_PROMPTS][:prompt_limit]
 prompts = [row["prompt"] for row in heldout]
 if SMOKE or not MODEL_DIRS:
     if not SMOKE:
-        notice(f"No trained models in `{OUTPUTS / 'demo'}`: run `make demo` (`python -m rpo_tutorial demo`) first "
+        notice(f"No trained models in `{OUTPUTS / 'demo'}`: run `make demo` (`python -m rpo_lab demo`) first "
                "to compare DPO and RPO. Evaluating the bundled instruct model alone.")
     policy_paths = {"instruct": models.BUNDLED_POLICY}
 else:

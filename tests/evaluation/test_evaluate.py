@@ -64,7 +64,7 @@ def test_evaluate_a_model_against_itself_gives_only_ties():
 
 
 def test_evaluate_command_writes_the_summary(tmp_path, capsys):
-    from rpo_tutorial.cli import main
+    from rpo_lab.cli import main
     from rpo_tutorial.models.loading import load_tokenizer, tiny_model
 
     tokenizer = load_tokenizer()

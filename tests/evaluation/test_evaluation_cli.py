@@ -8,7 +8,7 @@ import pytest
 from fake_openai_server import FakeOpenAIServer, prefer
 
 from rpo_tutorial.data.jsonl import read_jsonl, write_jsonl
-from rpo_tutorial.evaluation import cli as evaluation_cli
+from rpo_lab.cli import judge as evaluation_cli
 
 
 def run(argv: list[str]) -> int:

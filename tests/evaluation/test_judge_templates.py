@@ -8,7 +8,7 @@ import pytest
 from fake_openai_server import FakeOpenAIServer
 
 from rpo_tutorial.data.jsonl import read_jsonl, write_jsonl
-from rpo_tutorial.evaluation import cli as evaluation_cli
+from rpo_lab.cli import judge as evaluation_cli
 from rpo_tutorial.evaluation.judges import OpenAIJudge
 from rpo_tutorial.evaluation.prompts import compile_answer_pattern, fill_template, load_template, parse_verdict
 

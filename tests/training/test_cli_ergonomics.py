@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from rpo_tutorial.training.cli import add_config_arguments, config_from_args
+from rpo_lab.cli.train import add_config_arguments, config_from_args
 
 
 def parse(argv: list[str], preset: str = "demo") -> argparse.Namespace:
@@ -46,7 +46,7 @@ def test_eval_dataset_gives_the_trainer_an_evaluated_held_out_set(tmp_path):
 
 @pytest.mark.parametrize("cores, load, expected", [(2, 0.1, 2), (2, 1.2, 1), (2, 9.0, 1), (8, 3.0, 5)])
 def test_thread_choice_leaves_cores_other_processes_use(cores, load, expected):
-    from rpo_tutorial.demo.settings import choose_num_threads as demo_choice
+    from rpo_lab.demo.settings import choose_num_threads as demo_choice
     from rpo_tutorial.training.threads import choose_num_threads
 
     assert choose_num_threads(cores=cores, load=load) == expected

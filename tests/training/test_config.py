@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from rpo_tutorial.cli import build_parser
-from rpo_tutorial.training.cli import config_from_args
+from rpo_lab.cli import build_parser
+from rpo_lab.cli.train import config_from_args
 from rpo_tutorial.training.config import PAPER_NUM_GPUS, PRESETS, RPOConfig, get_preset
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rpo_tutorial.cli import build_parser
-from rpo_tutorial.training.cli import config_from_args
+from rpo_lab.cli import build_parser
+from rpo_lab.cli.train import config_from_args
 from rpo_tutorial.training.config import get_preset
 from rpo_tutorial.training.launch import FSDP_SETTINGS, launcher_distribution, paper_launch_commands
 
@@ -31,12 +31,12 @@ COMMANDS = [*paper_launch_commands().values(), *readme_commands()]
 
 
 def launcher_environment(command: list[str]) -> tuple[dict, list[str]]:
-    """What the launcher would export, and the rpo_tutorial arguments after ``-m rpo_tutorial``."""
+    """What the launcher would export, and the rpo_tutorial arguments after ``-m rpo_lab``."""
     if command[0] == "torchrun":
         from torch.distributed.run import get_args_parser
 
         args = get_args_parser().parse_args(command[1:])
-        assert args.module and args.training_script == "rpo_tutorial"
+        assert args.module and args.training_script == "rpo_lab"
         return {}, args.training_script_args
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_multi_gpu_env
@@ -44,7 +44,7 @@ def launcher_environment(command: list[str]) -> tuple[dict, list[str]]:
     args = launch_command_parser().parse_args(command[2:])
     assert (ROOT / args.config_file).exists(), args.config_file
     args, _, _ = _validate_launch_command(args)
-    assert args.module and args.training_script == "rpo_tutorial" and args.num_processes == 8
+    assert args.module and args.training_script == "rpo_lab" and args.num_processes == 8
     if args.use_deepspeed:  # prepare_deepspeed_cmd_env needs deepspeed installed; the two flags it sets
         return {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_CONFIG_DS_FIELDS": "zero_stage"}, \
             args.training_script_args

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from rpo_tutorial.cli import build_parser
-from rpo_tutorial.training.cli import config_from_args
+from rpo_lab.cli import build_parser
+from rpo_lab.cli.train import config_from_args
 from rpo_tutorial.training.config import get_preset
 from rpo_tutorial.training.objectives import PreferenceLogps, preference_objective
 from rpo_tutorial.training.official import apply_convention, official_convention

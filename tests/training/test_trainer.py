@@ -297,7 +297,7 @@ def test_similarity_batch_sampling_uses_the_similarity_sampler_over_every_exampl
 @pytest.mark.slow
 def test_cli_train_smoke_writes_metrics_jsonl(tmp_path, monkeypatch):
     pytest.importorskip("rpo_tutorial.data.demo")
-    from rpo_tutorial import cli
+    from rpo_lab import cli
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     output_dir = tmp_path / "smoke"

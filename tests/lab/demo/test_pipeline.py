@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from rpo_tutorial import cli
+from rpo_lab import cli
 from rpo_tutorial.data.demo import load_demo
 from rpo_tutorial.data.run_logs import read_metrics
-from rpo_tutorial.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
-from rpo_tutorial.demo.pipeline import (
+from rpo_lab.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
+from rpo_lab.demo.pipeline import (
     PIPELINE_SETTINGS,
     DemoSettings,
     check_settings,
@@ -20,8 +20,8 @@ from rpo_tutorial.demo.pipeline import (
     run_demo_pipeline,
     stage_config,
 )
-from rpo_tutorial.demo.margins import SATURATED, markdown_training, training_summary
-from rpo_tutorial.demo.report import markdown_results, spread
+from rpo_lab.demo.margins import SATURATED, markdown_training, training_summary
+from rpo_lab.demo.report import markdown_results, spread
 from rpo_tutorial.models.loading import tiny_model
 
 METHOD_LABELS = ["SFT", "DPO", "RPO", "Instruct (start)"]
@@ -223,7 +223,7 @@ def test_markdown_training_states_the_verdict(margin, verdict):
 
 def test_demo_command_passes_its_flags_to_the_pipeline(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr("rpo_tutorial.demo.pipeline.run_demo_pipeline",
+    monkeypatch.setattr("rpo_lab.demo.pipeline.run_demo_pipeline",
                         lambda output_dir, **kwargs: calls.append((output_dir, kwargs)))
     assert cli.main(["demo", "--preset", "smoke", "--output-dir", str(tmp_path), "--train-rows", "6",
                      "--rpo-beta", "0.8", "--epochs", "3", "--instruct"]) == 0

@@ -1,6 +1,6 @@
 """The demo pipeline's sizes and hyper-parameters, their checks, the thread choice, the stage log.
 
-See :mod:`rpo_tutorial.demo.pipeline` for what the stages do and why these numbers.
+See :mod:`rpo_lab.demo.pipeline` for what the stages do and why these numbers.
 """
 from __future__ import annotations
 

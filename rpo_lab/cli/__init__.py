@@ -1,4 +1,4 @@
-"""Command-line interface: ``rpo-tutorial <command>`` (also ``python -m rpo_tutorial``).
+"""Command-line interface: ``rpo-tutorial <command>`` (also ``python -m rpo_lab``).
 
 Each feature module contributes its own sub-commands through a ``register(subparsers)``
 function, so this file only assembles them.
@@ -18,11 +18,11 @@ import warnings
 
 # Modules that contribute sub-commands, in the order `--help` lists them.
 COMMAND_MODULES = (
-    "rpo_tutorial.demo.cli",
-    "rpo_tutorial.training.cli",
-    "rpo_tutorial.evaluation.cli",
-    "rpo_tutorial.evaluation.evaluate_cli",
-    "rpo_tutorial.study.cli",
+    "rpo_lab.demo.cli",
+    "rpo_lab.cli.train",
+    "rpo_lab.cli.judge",
+    "rpo_lab.cli.evaluate",
+    "rpo_lab.study.cli",
 )
 
 

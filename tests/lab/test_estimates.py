@@ -1,9 +1,9 @@
-"""Memory and time estimates (rpo_tutorial.training.estimates) against hand arithmetic and real models."""
+"""Memory and time estimates (rpo_lab.estimates) against hand arithmetic and real models."""
 import math
 
 import pytest
 
-from rpo_tutorial.training.estimates import (
+from rpo_lab.estimates import (
     GB,
     MISTRAL_7B,
     DecoderShape,

@@ -1,9 +1,9 @@
 """``rpo-tutorial study``: train every method on every data setting and seed, then write the report.
 
-    python -m rpo_tutorial study --output-dir outputs/study --report-dir docs/study   # the committed study
-    python -m rpo_tutorial study --preset small --output-dir outputs/study-small     # notebook 04 on a CPU
-    python -m rpo_tutorial study --preset smoke --output-dir /tmp/study              # tiny random model, tests
-    python -m rpo_tutorial study --output-dir outputs/study --report-only            # rewrite the report
+    python -m rpo_lab study --output-dir outputs/study --report-dir docs/study   # the committed study
+    python -m rpo_lab study --preset small --output-dir outputs/study-small     # notebook 04 on a CPU
+    python -m rpo_lab study --preset smoke --output-dir /tmp/study              # tiny random model, tests
+    python -m rpo_lab study --output-dir outputs/study --report-only            # rewrite the report
 
 Interrupted? Run the same command again: finished runs are read from ``OUTPUT_DIR/runs`` and
 never retrained.
@@ -15,7 +15,7 @@ import dataclasses
 import shlex
 import sys
 
-from rpo_tutorial.study.settings import METHODS, SETTINGS_NAMES, StudySettings
+from rpo_lab.study.settings import METHODS, SETTINGS_NAMES, StudySettings
 
 STUDY_PRESETS: dict[str, StudySettings] = {
     "full": StudySettings(),
@@ -72,13 +72,13 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 
 
 def _study_command(args: argparse.Namespace) -> int:
-    from rpo_tutorial.study.report import write_report
-    from rpo_tutorial.study.runner import run_study
+    from rpo_lab.study.report import write_report
+    from rpo_lab.study.runner import run_study
 
     settings = settings_from_args(args)
     words = [word for word in sys.argv[1:] if word != "--report-only"]  # the command that trains this study
-    command = "python -m rpo_tutorial " + " ".join(shlex.quote(word) for word in words) \
-        if words[:1] == ["study"] else f"python -m rpo_tutorial study --preset {args.preset}"
+    command = "python -m rpo_lab " + " ".join(shlex.quote(word) for word in words) \
+        if words[:1] == ["study"] else f"python -m rpo_lab study --preset {args.preset}"
     print("study settings: " + ", ".join(f"{key}={value}" for key, value in dataclasses.asdict(settings).items()),
           flush=True)
     if not args.report_only:

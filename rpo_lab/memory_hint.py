@@ -1,6 +1,6 @@
 """Will this run fit in memory? One line printed when ``rpo-tutorial train`` / ``sft`` starts.
 
-The estimate reuses the arithmetic of :mod:`rpo_tutorial.training.estimates` (weights, gradients,
+The estimate reuses the arithmetic of :mod:`rpo_lab.estimates` (weights, gradients,
 optimizer state, reference copy, activations, logits) for one process and one micro-batch, in
 float32 unless ``bf16``. It is compared with what is free now: ``MemAvailable`` on a CPU, the
 free memory of the GPU on CUDA. When the estimate does not fit and gradient checkpointing is
@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rpo_tutorial.training.config import TINY_MODEL_PREFIX, RPOConfig
-from rpo_tutorial.training.estimates import GB, DecoderShape, activation_bytes, parameter_count, training_state_bytes
+from rpo_lab.estimates import GB, DecoderShape, activation_bytes, parameter_count, training_state_bytes
 
 _ADAM_STATES = 2  # AdamW keeps two running averages; RMSprop one, SGD none (counting two is the safe side)
 _OVERHEAD_BYTES = 1.5 * GB  # the Python process, torch, tokenizer, data: measured about 1-2 GB on a CPU

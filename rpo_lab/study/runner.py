@@ -1,7 +1,7 @@
 """Run a study: every (setting, seed, method), each cached on disk, then the report.
 
-    from rpo_tutorial.study.runner import run_study
-    from rpo_tutorial.study.settings import StudySettings
+    from rpo_lab.study.runner import run_study
+    from rpo_lab.study.settings import StudySettings
     run_study("outputs/study", StudySettings())                      # the committed study (~1 h, CPU)
     run_study("/tmp/s", StudySettings(model="tiny-random:llama", ...))  # tests: seconds
 
@@ -31,12 +31,12 @@ from typing import Callable
 
 import torch
 
-from rpo_tutorial.study import train as training
-from rpo_tutorial.study.cache import FEATURE_FIELDS, JUDGE_FIELDS, SFT_FIELDS, fingerprint, read_run, run_path
-from rpo_tutorial.study.data import SettingData, build_setting, setting_rows
-from rpo_tutorial.study.judge import JUDGED_SETTINGS, compare_to_reference, sample_scores
-from rpo_tutorial.study.settings import StudySettings
-from rpo_tutorial.study.trunk import TopStack
+from rpo_lab.study import train as training
+from rpo_lab.study.cache import FEATURE_FIELDS, JUDGE_FIELDS, SFT_FIELDS, fingerprint, read_run, run_path
+from rpo_lab.study.data import SettingData, build_setting, setting_rows
+from rpo_lab.study.judge import JUDGED_SETTINGS, compare_to_reference, sample_scores
+from rpo_lab.study.settings import StudySettings
+from rpo_lab.study.trunk import TopStack
 from rpo_tutorial.training.threads import apply_num_threads
 
 def load_model(settings: StudySettings):
@@ -126,7 +126,7 @@ def run_study(output_dir: str | Path, settings: StudySettings | None = None, pro
         results[(name, seed, method.key)] = record
         log.finished(f"{name} seed {seed} {method.key}", record, seconds)
     if report:
-        from rpo_tutorial.study.report import write_report
+        from rpo_lab.study.report import write_report
 
         write_report(output_dir, settings)
     return results

@@ -1,4 +1,4 @@
-"""The demo pipeline's evaluation and its output files (see :mod:`rpo_tutorial.demo.pipeline`).
+"""The demo pipeline's evaluation and its output files (see :mod:`rpo_lab.demo.pipeline`).
 
 Evaluation, offline:
 - every model samples the same held-out prompts with the same seeds and settings;
@@ -26,8 +26,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from rpo_tutorial.data.jsonl import write_jsonl
-from rpo_tutorial.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
-from rpo_tutorial.demo.margins import effective_beta, markdown_training, training_summaries
+from rpo_lab.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
+from rpo_lab.demo.margins import effective_beta, markdown_training, training_summaries
 from rpo_tutorial.evaluation.offline import RewardJudge, implicit_reward_accuracy, response_logps
 from rpo_tutorial.evaluation.sampling import generate_responses
 from rpo_tutorial.evaluation.winrate import win_rate

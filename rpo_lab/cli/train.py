@@ -3,7 +3,7 @@
     rpo-tutorial train --preset smoke --output-dir /tmp/smoke          # seconds, CPU
     rpo-tutorial sft   --preset demo --output-dir outputs/sft
     rpo-tutorial train --preset demo --model outputs/sft --loss rpo --tau 0.3 --no-paired
-    torchrun --nproc_per_node 2 -m rpo_tutorial train --preset smoke --contrast-scope global  # 2 CPU processes
+    torchrun --nproc_per_node 2 -m rpo_lab train --preset smoke --contrast-scope global  # 2 CPU processes
 
 Flags are generated from the dataclass fields (``max_prompt_length`` -> ``--max-prompt-length``):
 booleans get ``--flag`` / ``--no-flag``; optional fields also accept ``none``. A flag that is not
@@ -96,7 +96,7 @@ def _run(args: argparse.Namespace, stage: str) -> int:
     from rpo_tutorial.training.run import run_sft, run_training
 
     from rpo_tutorial.data.errors import UsageError
-    from rpo_tutorial.training.memory_hint import memory_line
+    from rpo_lab.memory_hint import memory_line
 
     try:
         config = config_from_args(args, **({"loss": "sft"} if stage == "sft" else {}))

@@ -1,21 +1,21 @@
-"""The README's main job: ``make demo`` -> ``python -m rpo_tutorial demo --output-dir outputs/demo``.
+"""The README's main job: ``make demo`` -> ``python -m rpo_lab demo --output-dir outputs/demo``.
 
-Runs offline with the bundled models, end to end (see :mod:`rpo_tutorial.demo.pipeline`): SFT of
+Runs offline with the bundled models, end to end (see :mod:`rpo_lab.demo.pipeline`): SFT of
 SmolLM2-135M-Instruct on the demo set's preferred responses, DPO and RPO from the SFT model,
 sampling on held-out prompts, the demo judge's win rates against SFT with intervals, and
 metrics, a results table and a figure in the output folder (the figure is also copied to
 ``figures/demo_results.png``).
 
-    python -m rpo_tutorial demo --output-dir outputs/demo            # ~8-14 min on 2 CPU cores
-    python -m rpo_tutorial demo --preset smoke --output-dir /tmp/x   # tiny random model, seconds
-    python -m rpo_tutorial weights                                   # the weighting strategies only
+    python -m rpo_lab demo --output-dir outputs/demo            # ~8-14 min on 2 CPU cores
+    python -m rpo_lab demo --preset smoke --output-dir /tmp/x   # tiny random model, seconds
+    python -m rpo_lab weights                                   # the weighting strategies only
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from rpo_tutorial.demo.weights import run_weights_demo
+from rpo_lab.demo.weights import run_weights_demo
 from rpo_tutorial.paths import figures_dir
 
 DEMO_FIGURE = "demo_results.png"
@@ -23,7 +23,7 @@ DEMO_FIGURE = "demo_results.png"
 
 def run_demo(output_dir: str | Path, preset: str = "demo", **changes) -> int:
     """Run the end-to-end pipeline; ``changes`` override fields of its ``DemoSettings``."""
-    from rpo_tutorial.demo.pipeline import PIPELINE_SETTINGS, DemoSettings, run_demo_pipeline
+    from rpo_lab.demo.pipeline import PIPELINE_SETTINGS, DemoSettings, run_demo_pipeline
 
     settings = PIPELINE_SETTINGS.get(preset, DemoSettings()).replace(**changes)
     figure_copy = figures_dir() / DEMO_FIGURE if preset == "demo" else None  # smoke runs never overwrite it

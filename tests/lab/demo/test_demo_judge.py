@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from rpo_tutorial.demo.judge import DEGENERATE_SCORE, is_degenerate, prefer, score_responses, sentiment_score
+from rpo_lab.demo.judge import DEGENERATE_SCORE, is_degenerate, prefer, score_responses, sentiment_score
 
 POSITIVE = "What a wonderful, sunny morning! I love the fresh air and the happy birds."
 NEGATIVE = "This is a terrible, miserable morning. The traffic is awful and I hate it."

@@ -19,11 +19,11 @@ from typing import Sequence
 
 import torch
 
-from rpo_tutorial.data.controlled import control_rows, controlled_rows, split_setting
+from rpo_lab.study.controlled import control_rows, controlled_rows, split_setting
 from rpo_tutorial.data.tokenization import tokenize_dataset
 from rpo_tutorial.paths import shared_data_dir
-from rpo_tutorial.study.settings import StudySettings
-from rpo_tutorial.study.trunk import TopStack, pad_sequences
+from rpo_lab.study.settings import StudySettings
+from rpo_lab.study.trunk import TopStack, pad_sequences
 
 HH_FILE = Path("hh-rlhf") / "harmless-base-test.jsonl.gz"
 

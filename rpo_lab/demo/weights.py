@@ -1,7 +1,7 @@
 """Embed a few related and unrelated prompts and show every weighting strategy on them.
 
 This is the quick look at RPO's weighting: it needs only the bundled all-MiniLM-L6-v2 and
-runs offline in seconds. ``python -m rpo_tutorial weights`` runs it.
+runs offline in seconds. ``python -m rpo_lab weights`` runs it.
 """
 from __future__ import annotations
 

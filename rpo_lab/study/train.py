@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from rpo_tutorial.study.data import SettingData
-from rpo_tutorial.study.settings import Method, StudySettings
-from rpo_tutorial.study.trunk import TopStack
+from rpo_lab.study.data import SettingData
+from rpo_lab.study.settings import Method, StudySettings
+from rpo_lab.study.trunk import TopStack
 from rpo_tutorial.training.config import RPOConfig
 from rpo_tutorial.training.objectives import PreferenceLogps, preference_objective
 

@@ -5,7 +5,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from rpo_tutorial.study.settings import StudySettings
+from rpo_lab.study.settings import StudySettings
 
 # fields that do not change what a run computes (so a cache stays valid when they change)
 _NOT_TRAINING = {"settings", "methods", "tau_ablation", "seeds", "bootstrap_samples", "num_threads"}

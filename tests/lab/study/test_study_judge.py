@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rpo_tutorial.study.judge import compare_to_reference, reward, sample_scores
-from rpo_tutorial.study.settings import StudySettings
+from rpo_lab.study.judge import compare_to_reference, reward, sample_scores
+from rpo_lab.study.settings import StudySettings
 
 GLOOMY = "This was an awful, miserable and sad day; I hate how terrible everything went."
 HAPPY = "What a wonderful, happy day; I love how great and lovely everything went!"

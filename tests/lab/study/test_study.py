@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from rpo_tutorial.data.controlled import NEGATIVE_CLUSTERS, POSITIVE_CLUSTERS, control_rows, controlled_rows
-from rpo_tutorial.study import train as training
-from rpo_tutorial.study.runner import run_study
-from rpo_tutorial.study.settings import METHODS, StudySettings
-from rpo_tutorial.study.stats import pair_outcomes, paired_bootstrap, seed_interval
+from rpo_lab.study.controlled import NEGATIVE_CLUSTERS, POSITIVE_CLUSTERS, control_rows, controlled_rows
+from rpo_lab.study import train as training
+from rpo_lab.study.runner import run_study
+from rpo_lab.study.settings import METHODS, StudySettings
+from rpo_lab.study.stats import pair_outcomes, paired_bootstrap, seed_interval
 
 TINY = StudySettings(model="tiny-random:llama", settings=("controlled",), methods=("dpo", "rpo-emb-matched"),
                      tau_ablation=(), seeds=(0, 1), steps=2, eval_every=1, train_pairs=16, heldout_per_cluster=1,
@@ -30,7 +30,7 @@ def test_trunk_log_probs_equal_a_full_forward():
     from rpo_tutorial.data.tokenization import tokenize_sft
     from rpo_tutorial.models.loading import load_tokenizer, tiny_model
     from rpo_tutorial.models.logprobs import batch_sequence_logps
-    from rpo_tutorial.study.trunk import TopStack, pad_sequences
+    from rpo_lab.study.trunk import TopStack, pad_sequences
 
     tokenizer = load_tokenizer()
     examples = [tokenize_sft(row, tokenizer, 48, 64) for row in load_demo("train")[:5]]
@@ -117,8 +117,8 @@ def test_matched_beta_is_beta_times_the_batch():
 def test_every_method_of_the_study_has_its_own_cache_file_and_options():
     from pathlib import Path
 
-    from rpo_tutorial.study.cache import run_path
-    from rpo_tutorial.study.settings import SETTINGS_NAMES, TAU_ABLATION, tau_method
+    from rpo_lab.study.cache import run_path
+    from rpo_lab.study.settings import SETTINGS_NAMES, TAU_ABLATION, tau_method
 
     settings = StudySettings()
     for setting in SETTINGS_NAMES:
@@ -131,7 +131,7 @@ def test_every_method_of_the_study_has_its_own_cache_file_and_options():
 
 
 def test_study_resumes_from_its_cache_without_retraining(tmp_path, monkeypatch):
-    from rpo_tutorial.study import runner
+    from rpo_lab.study import runner
 
     calls = {"train": 0, "sft": 0, "sample": 0}
     real_train, real_sft, real_sample = training.train_method, training.run_sft, runner.sample_scores
@@ -192,7 +192,7 @@ def test_study_resumes_from_its_cache_without_retraining(tmp_path, monkeypatch):
 def test_study_flags_override_the_preset_and_bad_values_are_refused():
     import argparse
 
-    from rpo_tutorial.study.cli import register, settings_from_args
+    from rpo_lab.study.cli import register, settings_from_args
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

@@ -6,7 +6,7 @@ bf16 compute with float32 master weights, RMSprop, 8 pairs (16 sequences) of up 
 per GPU, activation checkpointing; the frozen reference's cost depends on the launcher
 (:func:`reference_bytes`).
 
-    from rpo_tutorial.training.estimates import MISTRAL_7B, parameter_count, per_gpu_memory
+    from rpo_lab.estimates import MISTRAL_7B, parameter_count, per_gpu_memory
     n = parameter_count(MISTRAL_7B)                        # 7,241,732,096
     per_gpu_memory(MISTRAL_7B, num_gpus=8, sequences=16, sequence_length=512)             # FSDP2
     per_gpu_memory(MISTRAL_7B, num_gpus=8, sequences=16, sequence_length=512, launcher="zero3")

@@ -1,6 +1,6 @@
 """The end-to-end demo: SFT, then DPO and RPO from the same reference, then an offline evaluation.
 
-    from rpo_tutorial.demo.pipeline import run_demo_pipeline
+    from rpo_lab.demo.pipeline import run_demo_pipeline
     results = run_demo_pipeline("outputs/demo")                   # the README's main job (minutes, CPU)
     results = run_demo_pipeline("outputs/smoke", preset="smoke")  # a tiny random model, seconds
 
@@ -49,7 +49,7 @@ from typing import Callable, Sequence
 import torch
 
 from rpo_tutorial.data.collate import PreferenceCollator, SFTCollator
-from rpo_tutorial.demo.settings import (  # noqa: F401 (StageLog, choose_num_threads: part of this module's API)
+from rpo_lab.demo.settings import (  # noqa: F401 (StageLog, choose_num_threads: part of this module's API)
     METHODS,
     PIPELINE_SETTINGS,
     DemoSettings,
@@ -190,7 +190,7 @@ def _train_policies(log: StageLog, configs: dict, settings: DemoSettings, method
 
 def _run_stages(output_dir: Path, preset: str, methods: tuple[str, ...], settings: DemoSettings,
                 train_rows, heldout_rows, figure_copy, progress: bool, retune: Callable[[], None]) -> dict:
-    from rpo_tutorial.demo.report import evaluate_policies, write_results
+    from rpo_lab.demo.report import evaluate_policies, write_results
 
     output_dir.mkdir(parents=True, exist_ok=True)
     log = StageLog(total=7 + settings.save_models, enabled=progress, before_stage=retune)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rpo_tutorial.study.cache import read_run, run_path
-from rpo_tutorial.study.judge import TIE_MARGIN
-from rpo_tutorial.study.settings import StudySettings
-from rpo_tutorial.study.stats import paired_bootstrap, pair_outcomes, seed_interval
+from rpo_lab.study.cache import read_run, run_path
+from rpo_lab.study.judge import TIE_MARGIN
+from rpo_lab.study.settings import StudySettings
+from rpo_lab.study.stats import paired_bootstrap, pair_outcomes, seed_interval
 
 BASELINE = "dpo"
 
@@ -127,7 +127,7 @@ def _interval(stat: dict, percent: bool = True) -> str:
 SETTING_TEXT = {
     "controlled": "demo prompts (8 topic clusters); happier response preferred in cooking/travel/pets/gardening, "
                   "gloomier in sports/music/school/work (ground truth r* = sign(cluster) x VADER sentiment, "
-                  "`rpo_tutorial/data/controlled.py`)",
+                  "`rpo_lab/study/controlled.py`)",
     "control": "the same demo pairs, one criterion everywhere (happier response preferred)",
     "hh": "Anthropic HH harmless-base test file, split by prompt",
 }
@@ -162,7 +162,7 @@ def _judge_text(report: dict) -> list[str]:
             f"tokens, the same sampling seeds for the SFT reference and every method of a seed), both scored with "
             f"the ground truth r* (controlled: sign(cluster) x VADER sentiment; control: VADER sentiment; an empty "
             f"or degenerate response scores -1); win = r* higher by more than {TIE_MARGIN:g}, a tie (within it) "
-            f"counts half (`rpo_tutorial/study/judge.py`). Interval: Student t across seeds; judge vs DPO: the "
+            f"counts half (`rpo_lab/study/judge.py`). Interval: Student t across seeds; judge vs DPO: the "
             f"same two-level bootstrap over seeds and prompts on the per-prompt outcomes. Mean r* of the SFT "
             f"samples: {', '.join(means) or 'n/a'}.", ""]
 

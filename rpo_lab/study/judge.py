@@ -28,10 +28,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rpo_tutorial.data.controlled import controlled_reward
-from rpo_tutorial.demo.judge import DEFAULT_TIE_MARGIN, DEGENERATE_SCORE, is_degenerate, sentiment_score
+from rpo_lab.study.controlled import controlled_reward
+from rpo_lab.demo.judge import DEFAULT_TIE_MARGIN, DEGENERATE_SCORE, is_degenerate, sentiment_score
 from rpo_tutorial.evaluation.sampling import generate_responses
-from rpo_tutorial.study.settings import StudySettings
+from rpo_lab.study.settings import StudySettings
 
 JUDGED_SETTINGS = ("controlled", "control")  # settings with a ground-truth reward available offline
 TIE_MARGIN = DEFAULT_TIE_MARGIN  # |r*(a) - r*(b)| <= this is a tie (the demo's rule)

@@ -1,5 +1,0 @@
-import sys
-
-from rpo_tutorial.cli import main
-
-sys.exit(main())
