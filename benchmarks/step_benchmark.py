@@ -121,9 +121,15 @@ def make_data(model_name: str, batch_sizes: list[int], device: torch.device):
     examples, _ = tokenize_rows(rows, tokenizer, config)
     if len(examples) < max(batch_sizes):
         raise ValueError(f"only {len(examples)} demo pairs for batch size {max(batch_sizes)}")
+    batches = paired_batches(examples, tokenizer.pad_token_id, batch_sizes, device)
+    return tokenizer, policy.to(device).train(), rows, batches
+
+
+def paired_batches(examples: list[dict], pad_token_id: int, batch_sizes: list[int], device) -> dict:
+    """{batch size: (our collated batch, TRL's)} of the first examples: the same tokens in both layouts."""
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    ours, theirs = PreferenceCollator(tokenizer.pad_token_id), DataCollatorForPreference(tokenizer.pad_token_id)
+    ours, theirs = PreferenceCollator(pad_token_id), DataCollatorForPreference(pad_token_id)
     batches = {}
     for size in batch_sizes:
         chunk = examples[:size]
@@ -136,7 +142,7 @@ def make_data(model_name: str, batch_sizes: list[int], device: torch.device):
             assert example["rejected_input_ids"][:prompt] == trl_rows[-1]["prompt_ids"]
         batches[size] = ({k: v.to(device) for k, v in ours(chunk).items()},
                          {k: v.to(device) for k, v in theirs(trl_rows).items()})
-    return tokenizer, policy.to(device).train(), rows, batches
+    return batches
 
 
 def build_steps(names, policy, reference, tokenizer, rows, output_dir: str, optimizer) -> tuple[dict, dict]:
