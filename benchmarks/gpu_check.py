@@ -547,6 +547,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="where gpu_check_prepare.sh put the wheels (checked: trl must be importable)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
+    if not args.tiny and importlib.util.find_spec("torch") and not __import__("torch").cuda.is_available():
+        parser.error("no GPU here: the full-size parts need one (~110 GB); use --tiny to check the script on a CPU")
     if args.wheel_dir is not None and importlib.util.find_spec("trl") is None:
         parser.error(f"trl is not importable: install the wheels first: python3 -m pip install --no-index "
                      f"--no-deps --target /tmp/site {args.wheel_dir}/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH")

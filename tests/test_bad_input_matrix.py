@@ -212,9 +212,6 @@ def cli_outcome(argv: list[str], capsys, monkeypatch) -> tuple[str, str]:
 
     monkeypatch.setattr(run, "RPOTrainer", _stop)
     monkeypatch.setattr(judges, "RewardJudge", _stop)
-    import rpo_tutorial.models.loading as loading
-
-    monkeypatch.setattr(loading, "load_tokenizer", _stop)  # evaluate: the models load after the data
     message = ""
     try:
         code = main(argv)
@@ -287,6 +284,9 @@ EVALUATE_CELLS = [("evaluate", case) for case in CASES]
 
 @pytest.mark.parametrize("command, case", EVALUATE_CELLS, ids=[f"evaluate-{case}" for _, case in EVALUATE_CELLS])
 def test_evaluate_cell(command, case, tmp_path, capsys, monkeypatch):
+    import rpo_tutorial.models.loading as loading
+
+    monkeypatch.setattr(loading, "load_tokenizer", _stop)  # evaluate loads its models after the data
     path = make_case("load_preferences", case, tmp_path, monkeypatch)
     argv = ["evaluate", "--model", str(tmp_path / "model"), "--reference", str(tmp_path / "sft"), "--dataset",
             str(path)]
