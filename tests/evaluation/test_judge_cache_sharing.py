@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from fake_openai_server import FakeOpenAIServer, Reply, prefer
 
 from rpo_tutorial.evaluation.cache import JudgeCache
@@ -62,6 +63,7 @@ def test_a_dead_processes_claim_is_taken_over(tmp_path):
     assert not claim.exists() and JudgeCache(tmp_path / "cache.jsonl").acquire("k") is False
 
 
+@pytest.mark.slow
 def test_two_processes_finding_one_dead_claim_at_once_ask_the_judge_once(tmp_path):
     """Both processes find the dead claim before either takes it over (a barrier forces this order):
     the takeover is atomic, so exactly one request is made and both read its answer."""
