@@ -16,6 +16,8 @@ and batch. The script, on one pinned thread (``protocol.pin_to_one_core``):
    so its backward could make more of them.
 3. **Flush to zero**: ``--rounds`` ABBA rounds of the four runs {dpo, rpo} x
    ``torch.set_flush_denormal`` {off, on}; medians.
+4. **The objective alone**: the loss, its backward and the metrics on random log-probs (no model),
+   DPO against RPO: the only work an RPO step adds (the weights, the M x N loss, RPO's metrics).
 
 Absolute times on a shared machine are noise; the op list and the counts are what matter.
 """
@@ -137,6 +139,33 @@ def flush_timing(steps: dict, rounds: int) -> dict:
     return {label: {"median_s": statistics.median(values), "samples_s": values} for label, values in samples.items()}
 
 
+def objective_timing(pairs: int, repeats: int = 300, rounds: int = 5) -> dict:
+    """Milliseconds of the loss, its backward and the step's metrics alone, DPO against RPO (embedding
+    weights, tau 0.5), on random log-probs of ``pairs`` pairs: the only work an RPO step adds."""
+    from rpo_tutorial.training.config import get_preset
+    from rpo_tutorial.training.metrics import preference_metrics
+    from rpo_tutorial.training.objectives import PreferenceLogps, scoped_objective
+
+    generator = torch.Generator().manual_seed(0)
+    values = [-100 * torch.rand(pairs, generator=generator) for _ in range(4)]
+    embeddings = torch.randn(pairs, 384, generator=generator)
+    counts = torch.full((pairs,), 50)
+    samples = {"dpo": [], "rpo": []}
+    for order in round_orders(["dpo", "rpo"], rounds, "abba"):
+        for loss in order:
+            config = get_preset("demo", loss=loss, weighting="embedding", tau=0.5)
+            began = time.perf_counter()
+            for _ in range(repeats):
+                chosen, rejected = values[0].clone().requires_grad_(), values[1].clone().requires_grad_()
+                logps = PreferenceLogps(chosen, rejected, values[2], values[3], embeddings, embeddings, True, counts,
+                                        counts)
+                output, seen = scoped_objective(logps, config)
+                output.loss.backward()
+                preference_metrics(seen, output)
+            samples[loss].append((time.perf_counter() - began) / repeats * 1e3)
+    return {name: {"median_ms": statistics.median(values), "samples_ms": values} for name, values in samples.items()}
+
+
 def markdown(result: dict) -> str:
     machine = result["machine"]
     lines = [f"# One RPO step against one DPO step ({result['model']}, batch {result['batch']['pairs']} pairs = "
@@ -164,6 +193,10 @@ def markdown(result: dict) -> str:
     for name, entry in result["census"].items():
         lines.append(f"| {name} | {entry['subnormal']} | {entry['subnormal'] / max(entry['values'], 1):.2e} | "
                      + ", ".join(f"`{op}` {count}" for op, count in entry["top_ops"].items()) + " |")
+    objective = result["objective"]
+    lines += ["", "The loss, its backward and the metrics alone (no model), per step, median of 5 ABBA rounds of 300:",
+              "", "| variant | ms |", "|---|---|"]
+    lines += [f"| {name} | {entry['median_ms']:.3f} |" for name, entry in objective.items()]
     lines += ["", f"`torch.set_flush_denormal`: median step time over {result['rounds']} ABBA rounds:", "",
               "| run | median s |", "|---|---|"]
     for label, entry in result["flush"].items():
@@ -195,7 +228,8 @@ def main(argv: list[str] | None = None) -> dict:
               "pinning": pinning, "batch": batch, "rounds": args.rounds, "top": top, "only": only,
               "total_ms": {name: sum(v["self_us"] for v in table.values()) / 1e3 for name, table in ops.items()},
               "op_calls": {name: sum(v["calls"] for v in table.values()) for name, table in ops.items()},
-              "census": census(steps), "flush": flush_timing(steps, args.rounds), "load_average_after": load_average()}
+              "census": census(steps), "flush": flush_timing(steps, args.rounds),
+              "objective": objective_timing(args.batch_size), "load_average_after": load_average()}
     text = markdown(result)
     print(text)
     if args.markdown:
