@@ -1,8 +1,9 @@
 """Training-step time and memory: TRL's DPOTrainer, this project's DPO and RPO before / after the
 lean log-probs (shared prompts, response-rows-only head), and the accumulated-contrast step (issue 10).
 
-    .venv/bin/python benchmarks/step_benchmark.py                                   # tiny model, batch 8
-    .venv/bin/python benchmarks/step_benchmark.py --models smollm2 tiny --batch-sizes 8 32 --json out.json
+    .venv/bin/python benchmarks/step_benchmark.py --rounds 2                       # tiny model, batch 8 (a check)
+    .venv/bin/python benchmarks/step_benchmark.py --models smollm2 --batch-sizes 8 32 --json out.json
+    .venv/bin/python benchmarks/perf_table.py out.json                              # the README's table
 
 Setting: the same policy and frozen reference model objects serve every variant (TRL patches their
 ``forward`` with its fused head, which leaves a call without ``fused_lm_head=True`` unchanged), the
@@ -23,18 +24,25 @@ before shared prompts); ``rpo_accum`` (the batch as
 2 micro-batches, each its own contrast matrix) and ``rpo_accum_contrast`` (the same 2 micro-batches
 with ``accumulate_contrast=True``: one matrix over both, exact gradient, one extra forward).
 
-Memory: each variant runs its first (warm-up) step alone under ``step_overhead.PeakMemory`` (CPU:
-the kernel's resident high-water mark VmHWM above the resident memory before the step; GPU: the
-allocator's peak). Models and optimizer state exist before, so this is the step's own working
-memory (activations, logits, gradients). Time: ``--steps`` steps per variant interleaved (step k
-of every variant, in rotating order, before step k + 1 of any); the median is reported.
+Protocol (``benchmarks/protocol.py``): one torch thread pinned to one core (``--no-pin`` to
+skip), one unmeasured step, then each variant's first step alone under ``step_overhead.PeakMemory``
+(CPU: the kernel's resident high-water mark VmHWM above the resident memory before the step; GPU:
+the allocator's peak; models and optimizer state exist before, so this is the step's own working
+memory) and under ``flops.FlopRecorder`` (the step's matmul FLOPs, from the shapes it ran);
+``--warmup`` more untimed steps of each; then ``--rounds`` rounds, each variant once per round in
+a seeded random order (``--order abba``: forward and backward alternately). Per variant: every
+sample, median and IQR, GFLOP/s at the median and its fraction of the float32 matmul peak
+measured on the same pinned thread; per comparison the median [IQR] of the per-round ratios.
+The JSON also holds the date, CPU model, load averages (before, after every round, after),
+torch version and thread count. ``benchmarks/README.md`` has the commands behind the README's
+table and how long they take.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -44,7 +52,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_overhead import MODELS, PeakMemory, _device_name  # noqa: E402  (a sibling script)
+from flops import FlopRecorder  # noqa: E402  (sibling scripts)
+from protocol import (  # noqa: E402
+    Protocol,
+    add_protocol_arguments,
+    load_average,
+    machine_state,
+    matmul_peak,
+    paired_ratio,
+    pin_to_one_core,
+    protocol_from_args,
+    run_rounds,
+    summary,
+)
+from step_overhead import MODELS, PeakMemory, _device_name  # noqa: E402
 
 from rpo_tutorial.data.collate import PreferenceCollator  # noqa: E402
 from rpo_tutorial.data.demo import load_demo  # noqa: E402
@@ -100,9 +121,15 @@ def make_data(model_name: str, batch_sizes: list[int], device: torch.device):
     examples, _ = tokenize_rows(rows, tokenizer, config)
     if len(examples) < max(batch_sizes):
         raise ValueError(f"only {len(examples)} demo pairs for batch size {max(batch_sizes)}")
+    batches = paired_batches(examples, tokenizer.pad_token_id, batch_sizes, device)
+    return tokenizer, policy.to(device).train(), rows, batches
+
+
+def paired_batches(examples: list[dict], pad_token_id: int, batch_sizes: list[int], device) -> dict:
+    """{batch size: (our collated batch, TRL's)} of the first examples: the same tokens in both layouts."""
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    ours, theirs = PreferenceCollator(tokenizer.pad_token_id), DataCollatorForPreference(tokenizer.pad_token_id)
+    ours, theirs = PreferenceCollator(pad_token_id), DataCollatorForPreference(pad_token_id)
     batches = {}
     for size in batch_sizes:
         chunk = examples[:size]
@@ -115,7 +142,7 @@ def make_data(model_name: str, batch_sizes: list[int], device: torch.device):
             assert example["rejected_input_ids"][:prompt] == trl_rows[-1]["prompt_ids"]
         batches[size] = ({k: v.to(device) for k, v in ours(chunk).items()},
                          {k: v.to(device) for k, v in theirs(trl_rows).items()})
-    return tokenizer, policy.to(device).train(), rows, batches
+    return batches
 
 
 def build_steps(names, policy, reference, tokenizer, rows, output_dir: str, optimizer) -> tuple[dict, dict]:
@@ -189,34 +216,44 @@ def split(batch: dict, parts: int) -> list[dict]:
     return out
 
 
-def run_size(names, steps, batches, count: int, args, device) -> dict:
-    """Memory phase (one step per variant alone), then interleaved timed steps."""
-    peaks, times = {}, {name: [] for name in names}
+def run_size(names, steps, batches, protocol: Protocol, args, device, models) -> dict:
+    """Memory and FLOPs (each variant's first step alone), then the protocol's warm-up and timed rounds."""
+    peaks, flops, first_s = {}, {}, {}
     if args.prime:  # one unmeasured step first: AdamW state and lazy inits belong to no variant
         steps[names[-1]](batches)
         args.prime = False
     for name in names:
         memory = PeakMemory(device)
         memory.start()
-        steps[name](batches)
-        peaks[name] = memory.stop()
-    for index in range(count):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            began = time.perf_counter()
+        began = time.perf_counter()
+        with FlopRecorder(models) as recorder:
             steps[name](batches)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times[name].append(time.perf_counter() - began)
-        print(f"    step {index + 1}/{count}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names), flush=True)
-    return {name: {"median_s": statistics.median(times[name]), "times_s": times[name], "peak_bytes": peaks[name]}
-            for name in names}
+        first_s[name] = time.perf_counter() - began
+        peaks[name] = memory.stop()
+        flops[name] = recorder
+    estimate = (protocol.warmup + protocol.rounds) * sum(first_s.values())
+    print(f"    first steps took {sum(first_s.values()):.1f} s in all: about {estimate / 60:.1f} min for "
+          f"{protocol.warmup} warm-up + {protocol.rounds} timed rounds", flush=True)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+
+    def report(index: int, seconds: dict) -> None:
+        print(f"    round {index + 1}/{protocol.rounds}: " + ", ".join(f"{n} {v:.2f} s" for n, v in seconds.items()),
+              flush=True)
+
+    timed = run_rounds({name: functools.partial(steps[name], batches) for name in names}, protocol, sync, report)
+    variants = {}
+    for name in names:
+        stats = summary(timed["samples_s"][name])
+        rate = flops[name].total / stats["median"] / 1e9
+        variants[name] = {"samples_s": stats["samples"], "median_s": stats["median"], "q1_s": stats["q1"],
+                          "q3_s": stats["q3"], "iqr_s": stats["iqr"], "first_step_s": first_s[name],
+                          "peak_bytes": peaks[name], "flops": flops[name].total, "flops_parts": flops[name].parts,
+                          "gflops_per_s": rate, "peak_fraction": rate / args.peak_gflops}
+    return {"variants": variants, "orders": timed["orders"], "load_after_round": timed["load_after_round"]}
 
 
 def benchmark(args, model_name: str) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     args.prime = not args.no_prime
     tokenizer, policy, rows, batches = make_data(model_name, args.batch_sizes, device)
@@ -226,7 +263,7 @@ def benchmark(args, model_name: str) -> dict:
             parameter.add_(args.reference_noise * parameter.std() * torch.randn_like(parameter))
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.learning_rate)
     results = {"model": model_name, "device_name": _device_name(device), "torch_threads": torch.get_num_threads(),
-               "steps": args.steps, "sizes": {}}
+               "sizes": {}}
     with tempfile.TemporaryDirectory() as output_dir:
         steps, losses = build_steps(args.variants, policy, reference, tokenizer, rows, output_dir, optimizer)
         for size in args.batch_sizes:
@@ -236,45 +273,57 @@ def benchmark(args, model_name: str) -> dict:
             tokens = int(batches[size][0]["attention_mask"].sum(1).max())
             print(f"  batch {size} pairs ({2 * size} rows x up to {tokens} tokens): "
                   + ", ".join(f"{n} loss {v:.7f}" for n, v in start_losses.items()), flush=True)
-            count = args.steps if size <= args.max_batch_for_all else args.large_batch_steps
+            protocol = args.protocol if size <= args.max_batch_for_all else Protocol(
+                **{**args.protocol.to_dict(), "rounds": args.large_batch_rounds or args.protocol.rounds})
             if args.loss_only:
                 results["sizes"][str(size)] = {"start_losses": start_losses, "max_tokens": tokens}
                 continue
-            variants = run_size(names, steps, batches[size], count, args, device)
+            block = run_size(names, steps, batches[size], protocol, args, device, [policy, reference])
             for name in names:
-                variants[name]["start_loss"] = start_losses.get(name, float("nan"))
-            results["sizes"][str(size)] = {"variants": variants, "max_tokens": tokens,
-                                           "ratios": ratios(variants, size)}
+                block["variants"][name]["start_loss"] = start_losses.get(name, float("nan"))
+            results["sizes"][str(size)] = {"pairs": size, "max_tokens": tokens, "rounds": protocol.rounds, **block,
+                                           "ratios": ratios(block["variants"], size)}
             print(table({**results, "sizes": {str(size): results["sizes"][str(size)]}}), flush=True)
     return results
 
 
 def ratios(variants: dict, size: int) -> dict:
+    """Each comparison of ``GOALS``: time as the median [IQR] of the per-round ratios, memory as one ratio."""
     out = {}
     for label, top, bottom, measure, goal8, goal32 in GOALS:
         if top in variants and bottom in variants:
             goal = goal8 if size <= 8 else goal32
-            value = variants[top][measure] / max(variants[bottom][measure], 1e-12)
-            out[label] = {"ratio": value, "goal": goal, "met": None if goal is None else value <= goal}
+            if measure == "median_s":
+                entry = paired_ratio(variants[top]["samples_s"], variants[bottom]["samples_s"])
+            else:
+                value = variants[top][measure] / max(variants[bottom][measure], 1e-12)
+                entry = {"median": value, "q1": value, "q3": value, "n": 1}
+            entry.update(goal=goal, met=None if goal is None else entry["median"] <= goal)
+            out[label] = entry
     if "trl_dpo" in variants and "dpo" in variants:
-        out["|loss dpo - loss trl_dpo|"] = {"ratio": abs(variants["dpo"]["start_loss"] -
-                                                         variants["trl_dpo"]["start_loss"]), "goal": None, "met": None}
+        value = abs(variants["dpo"]["start_loss"] - variants["trl_dpo"]["start_loss"])
+        out["|loss dpo - loss trl_dpo|"] = {"median": value, "q1": value, "q3": value, "n": 1, "goal": None,
+                                            "met": None}
     return out
 
 
 def table(result: dict) -> str:
-    lines = [f"model {result['model']} on {result['device_name']}, {result['torch_threads']} torch thread(s), "
-             "median of the interleaved timed steps; memory: the step's peak above its start", ""]
+    """The progress table printed after each batch size (``perf_table.py`` renders the README's)."""
+    lines = [f"model {result['model']} on {result['device_name']}, {result['torch_threads']} torch thread(s); "
+             "median [IQR] of the timed rounds; memory: the step's peak above its start", ""]
     for size, block in result["sizes"].items():
-        lines += [f"batch {size} pairs (up to {block['max_tokens']} tokens per row)", "",
-                  "| variant | median step (s) | peak step memory (MiB) | loss at start |", "|---|---|---|---|"]
+        lines += [f"batch {size} pairs (up to {block['max_tokens']} tokens per row), {block['rounds']} rounds", "",
+                  "| variant | step s, median [IQR] | GFLOP per step | GFLOP/s | of peak | peak MiB | loss at start |",
+                  "|---|---|---|---|---|---|---|"]
         for name, values in block["variants"].items():
-            lines.append(f"| {name} | {values['median_s']:.3f} | {values['peak_bytes'] / 2**20:.0f} | "
+            lines.append(f"| {name} | {values['median_s']:.3f} [{values['q1_s']:.3f}, {values['q3_s']:.3f}] | "
+                         f"{values['flops'] / 1e9:.1f} | {values['gflops_per_s']:.2f} | "
+                         f"{values['peak_fraction']:.1%} | {values['peak_bytes'] / 2**20:.0f} | "
                          f"{values['start_loss']:.7f} |")
-        lines += ["", "| comparison | value | goal |", "|---|---|---|"]
+        lines += ["", "| comparison | median [IQR] | goal |", "|---|---|---|"]
         for label, entry in block["ratios"].items():
             goal = "-" if entry["goal"] is None else f"<= {entry['goal']} ({'met' if entry['met'] else 'NOT met'})"
-            lines.append(f"| {label} | {entry['ratio']:.3g} | {goal} |")
+            lines.append(f"| {label} | {entry['median']:.3g} [{entry['q1']:.3g}, {entry['q3']:.3g}] | {goal} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -285,12 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8], help="preference pairs per step")
     parser.add_argument("--variants", nargs="+", choices=ALL_VARIANTS, default=list(ALL_VARIANTS))
     parser.add_argument("--max-batch-for-all", type=int, default=8,
-                        help="larger batch sizes run only --large-batch-variants (time)")
+                        help="larger batch sizes run only --large-batch-variants")
     parser.add_argument("--large-batch-variants", nargs="+",
                         default=["trl_dpo", "dpo_before", "dpo_head_only", "dpo", "rpo"])
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up step)")
-    parser.add_argument("--large-batch-steps", type=int, default=2, help="timed steps at the larger batch sizes")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--large-batch-rounds", type=int, default=None,
+                        help="timed rounds at the larger batch sizes (default: --rounds)")
     parser.add_argument("--learning-rate", type=float, default=1e-7)
     parser.add_argument("--no-prime", action="store_true", help="skip the unmeasured first step")
     parser.add_argument("--reference-noise", type=float, default=0.01,
@@ -298,14 +346,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-only", action="store_true", help="only print the losses at the start weights")
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     parser.add_argument("--json", default=None, help="also write the results there")
+    add_protocol_arguments(parser)
     args = parser.parse_args(argv)
-    if args.steps < 1 or min(args.batch_sizes) < 2 or any(size % 2 for size in args.batch_sizes):
-        parser.error("--steps must be >= 1 and batch sizes even (the accumulated variants split them in two)")
+    if min(args.batch_sizes) < 2 or any(size % 2 for size in args.batch_sizes):
+        parser.error("batch sizes must be even (the accumulated variants split them in two)")
+    try:
+        args.protocol = protocol_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     warnings.filterwarnings("ignore", message=".*tokenizer has new PAD/BOS/EOS.*")
-    result = {}
+    pinning = pin_to_one_core() if args.protocol.pin else {"pinned": False, "error": "--no-pin"}
+    machine = machine_state()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    peak = matmul_peak(device=device)
+    args.peak_gflops = peak["peak_gflops"]
+    print(f"{machine['cpu_model']}, load {machine['load_average']}, torch {machine['torch']}, "
+          f"{machine['torch_threads']} thread(s), pinned: {pinning['pinned']}; float32 matmul peak "
+          f"{peak['peak_gflops']} GFLOP/s", flush=True)
+    result = {"schema": "rpo_tutorial.step_benchmark/2", "command": ["benchmarks/step_benchmark.py", *(argv or
+              sys.argv[1:])], "machine": machine, "pinning": pinning, "matmul_peak": peak,
+              "protocol": args.protocol.to_dict(), "models": {}}
     for model_name in args.models:
         print(f"{model_name}:", flush=True)
-        result[model_name] = benchmark(args, model_name)
+        result["models"][model_name] = benchmark(args, model_name)
+    result["load_average_after"] = load_average()
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

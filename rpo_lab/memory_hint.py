@@ -53,7 +53,8 @@ def estimate_bytes(shape: DecoderShape, config: RPOConfig) -> float:
     state = training_state_bytes(num_params, optimizer_states=_ADAM_STATES)
     if config.reference == "lora":
         state["gradients"] = state["optimizer"] = 0.0  # adapters only: a small fraction of the model
-    reference = num_params * value_bytes if config.needs_reference and config.reference == "model" else 0.0
+    reference = num_params * value_bytes if config.needs_reference and config.reference in ("model", "auto") \
+        else 0.0  # auto: at most a frozen model
     sides = 1 if config.loss == "sft" or not config.is_paired else 2
     sequences = config.per_device_train_batch_size * sides
     activations = activation_bytes(shape, sequences, config.max_length, config.gradient_checkpointing, value_bytes)

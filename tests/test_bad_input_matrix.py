@@ -212,13 +212,18 @@ def cli_outcome(argv: list[str], capsys, monkeypatch) -> tuple[str, str]:
 
     monkeypatch.setattr(run, "RPOTrainer", _stop)
     monkeypatch.setattr(judges, "RewardJudge", _stop)
+    message = ""
     try:
         code = main(argv)
     except StopAfterInputs:
         err = capsys.readouterr().err
         warned = [line for line in err.splitlines() if line.startswith("warning:")]
         return ("counted" if warned and any(c.isdigit() for c in " ".join(warned)) else "other"), err
-    err = capsys.readouterr().err
+    except SystemExit as stop:  # SystemExit("message"): the interpreter prints the message and exits with 1
+        code, message = (1, str(stop.code)) if isinstance(stop.code, str) else (stop.code, "")
+    err = capsys.readouterr().err + message
+    if message and code == 1 and "\n" not in message.strip():
+        return "error", message
     errors = [line for line in err.splitlines() if line.startswith("rpo-tutorial ")]
     if code in (1, 2) and len(errors) == 1 and "Traceback" not in err:
         return "error", errors[0]
@@ -273,12 +278,84 @@ def test_cli_cell(command, case, tmp_path, capsys, monkeypatch):
         assert path.name in message, message
 
 
+EVALUATE_EXPECTED = {**FILE_LEVEL, **LENIENT, "one_sided": "error"}  # evaluate needs pairs: unpaired rows are refused
+EVALUATE_CELLS = [("evaluate", case) for case in CASES]
+
+
+@pytest.mark.parametrize("command, case", EVALUATE_CELLS, ids=[f"evaluate-{case}" for _, case in EVALUATE_CELLS])
+def test_evaluate_cell(command, case, tmp_path, capsys, monkeypatch):
+    import rpo_tutorial.models.loading as loading
+
+    monkeypatch.setattr(loading, "load_tokenizer", _stop)  # evaluate loads its models after the data
+    path = make_case("load_preferences", case, tmp_path, monkeypatch)
+    argv = ["evaluate", "--model", str(tmp_path / "model"), "--reference", str(tmp_path / "sft"), "--dataset",
+            str(path)]
+    kind, message = cli_outcome(argv, capsys, monkeypatch)
+    RESULTS[(command, case)] = kind
+    assert kind == EVALUATE_EXPECTED[case], message
+    if kind == "error" and case != "one_sided":
+        assert path.name in message, message
+
+
+# ``study`` reads no data file: its inputs are its flags and the cached run files of --output-dir
+# (runs/<setting>/seed<k>/<method>.json), read back with --report-only (or before training).
+STUDY_CASES = ("missing", "directory", "empty", "wrong_format", "wrong_schema", "wrong_types", "non_utf8",
+               "bad_flag_value", "bad_setting_value")
+STUDY_EXPECTED = {
+    "missing": "counted", "directory": "counted",  # an absent run (or a folder in its place): "missing runs: N"
+    "empty": "error", "wrong_format": "error", "wrong_schema": "error", "wrong_types": "error", "non_utf8": "error",
+    "bad_flag_value": "error", "bad_setting_value": "error",
+}
+
+def _study_case(case: str, folder: Path) -> tuple[list[str], Path]:
+    """The extra flags and the run file of one study cell."""
+    run = folder / "study" / "runs" / "controlled" / "seed0" / "dpo.json"
+    if case == "bad_flag_value":
+        return ["--seeds", "zero"], run
+    if case == "bad_setting_value":
+        return ["--steps", "0"], run
+    if case != "missing":
+        run.parent.mkdir(parents=True)
+    contents = {"empty": b"", "wrong_format": b"method,accuracy\ndpo,0.5\n",
+                "wrong_schema": json.dumps({"method": "dpo"}).encode(), "wrong_types": b"[1, 2]",
+                "non_utf8": b'{"method": "caf\xe9"}'}
+    if case == "directory":
+        run.mkdir()
+    elif case in contents:
+        run.write_bytes(contents[case])
+    return [], run
+
+
+STUDY_CELLS = [("study", case) for case in STUDY_CASES]
+
+
+@pytest.mark.parametrize("command, case", STUDY_CELLS, ids=[f"study-{case}" for case in STUDY_CASES])
+def test_study_cell(command, case, tmp_path, capsys, monkeypatch):
+    flags, run = _study_case(case, tmp_path)
+    argv = ["study", "--preset", "smoke", "--output-dir", str(tmp_path / "study"), "--report-only", *flags]
+    kind, message = cli_outcome(argv, capsys, monkeypatch)
+    if kind == "other" and message.startswith("exit 0"):  # the report was written: does it count the gap?
+        study = tmp_path / "study" / "study.json"
+        missing = json.loads(study.read_text())["missing"] if study.is_file() else []
+        kind = "counted" if missing else "other"
+        message += f" | missing runs: {len(missing)}"
+    RESULTS[(command, case)] = kind
+    assert kind == STUDY_EXPECTED[case], message
+    if kind == "error" and case not in ("bad_flag_value", "bad_setting_value"):
+        assert run.name in message, message
+    if kind == "error" and case == "bad_flag_value":
+        assert "--seeds" in message and "zero" in message, message
+
+
 def test_matrix_has_no_other_outcome():
     """Runs after the cells (same module): every cell ran, none ended as "other"; prints the counts."""
     expected = {**{cell: EXPECTED[cell[0]][cell[1]] for cell in CELLS},
-                **{cell: CLI_EXPECTED[cell[0]][cell[1]] for cell in CLI_CELLS}}
-    if len(RESULTS) < len(expected):
+                **{cell: CLI_EXPECTED[cell[0]][cell[1]] for cell in CLI_CELLS},
+                **{cell: EVALUATE_EXPECTED[cell[1]] for cell in EVALUATE_CELLS},
+                **{cell: STUDY_EXPECTED[cell[1]] for cell in STUDY_CELLS}}
+    if not set(expected) <= set(RESULTS):
         pytest.skip("run the whole module to tally the matrix")
-    counts = Counter(RESULTS.values())
-    print(f"\nbad-input matrix: {len(RESULTS)} cells, {dict(counts)}")
-    assert counts["other"] == 0 and RESULTS == expected
+    tallied = {cell: RESULTS[cell] for cell in expected}
+    counts = Counter(tallied.values())
+    print(f"\nbad-input matrix: {len(tallied)} cells, {dict(counts)}")
+    assert counts["other"] == 0 and tallied == expected

@@ -117,6 +117,7 @@ def _run(args: argparse.Namespace, stage: str) -> int:
           + f", {threads} torch thread(s)", flush=True)
     options = {"eval_rows": load_eval_rows(args.eval_dataset, args.strict)} if getattr(args, "eval_dataset", None) \
         else {}
+    options["on_reference_choice"] = lambda choice: os.environ.get("RANK", "0") == "0" and print(choice.line())
     result = runner(config, resume_from_checkpoint=resume, overwrite=args.overwrite, strict=args.strict, **options)
     if result.trainer.is_world_process_zero():
         print(result.tokenization.summary())
@@ -146,6 +147,8 @@ def _add_command(subparsers, name: str, help_text: str, exclude: tuple[str, ...]
         parser.add_argument("--eval-dataset", default=None, metavar="FILE|demo:heldout",
                             help="held-out preference rows: eval_rewards/accuracies, ... logged every logging_steps")
     add_config_arguments(parser, exclude=exclude, preset=_preset_from_argv())
+    if name == "train":  # the CLI decides model / precomputed from the data (training/reference_choice.py)
+        parser.set_defaults(reference="auto")
     parser.set_defaults(handler=lambda args: _run(args, name))
 
 

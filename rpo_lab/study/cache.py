@@ -36,7 +36,14 @@ def read_run(path: Path, settings: StudySettings) -> dict | None:
     """A cached run, or None if absent; raises if it was made with other settings."""
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a cached study run (unreadable JSON: {error}); delete it to retrain the run"
+                         ) from error
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a cached study run (a JSON {type(record).__name__}, not an object); "
+                         "delete it to retrain the run")
     if record.get("settings") != fingerprint(settings):
         changed = sorted(key for key, value in fingerprint(settings).items()
                          if record.get("settings", {}).get(key) != value)

@@ -13,8 +13,10 @@ Several processes may share one cache file (two judge runs started on the same o
 never pay twice for a request: before asking, a process claims the request key by creating
 ``<cache>.claims/<key>`` (atomic ``O_EXCL``); another process that wants the same key waits
 until the answer appears in the file (it re-reads the lines appended since its last look), or
-takes over when the claim is released without an answer or its owner has died. Appends hold
-an ``flock`` on ``<cache>.lock``. Reading keeps one entry per key and counts repeats
+takes over when the claim is released without an answer or its owner has died. Taking over a
+dead process's claim is atomic: under an ``flock`` on ``<cache>.claims/.takeover.lock`` the claim
+is read again and replaced only if it still names the dead process, so of two processes that
+find the same dead claim at once exactly one asks. Appends hold an ``flock`` on ``<cache>.lock``. Reading keeps one entry per key and counts repeats
 (``duplicate_lines``), so a file written by older versions, which could hold a request twice,
 still reads correctly.
 """
@@ -142,12 +144,17 @@ class JudgeCache:
     def _claim_path(self, key: str) -> Path:
         return self.path.with_name(self.path.name + ".claims") / key
 
-    def _claim_is_stale(self, claim: Path) -> bool:
-        """The claim's process is gone (killed) on this machine."""
+    @staticmethod
+    def _claim_owner(claim: Path) -> int | None:
+        """The pid written in ``claim``, or None when it is gone (released) or unreadable."""
         try:
-            pid = int(claim.read_text().strip())
+            return int(claim.read_text().strip())
         except (OSError, ValueError):
-            return False  # already released
+            return None
+
+    @staticmethod
+    def _owner_is_dead(pid: int) -> bool:
+        """No process ``pid`` runs on this machine (a judge killed mid-request left its claim)."""
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -155,6 +162,34 @@ class JudgeCache:
         except PermissionError:
             return False
         return False
+
+    def _take_over(self, claim: Path, dead_pid: int) -> bool:
+        """Replace the claim of the dead process ``dead_pid`` by ours; True when this process now holds it.
+
+        Under an exclusive lock the claim is read again: another process may have taken it over
+        (or released it) since this one found it dead, and then it is left alone. Without the
+        lock, two processes that both found the dead claim could both remove a claim and both
+        create one, and both would ask the judge.
+        """
+        with self._takeover_lock(claim.parent):
+            if self._claim_owner(claim) != dead_pid:
+                return False
+            claim.unlink(missing_ok=True)
+            return self._try_claim(claim)
+
+    @staticmethod
+    @contextmanager
+    def _takeover_lock(claims: Path) -> Iterator[None]:
+        """An exclusive flock on ``<claims>/.takeover.lock`` (no lock where fcntl is missing)."""
+        if fcntl is None:  # pragma: no cover - Windows
+            yield
+            return
+        with open(claims / ".takeover.lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     @staticmethod
     def _try_claim(claim: Path) -> bool:
@@ -183,11 +218,12 @@ class JudgeCache:
             if key in self._entries:
                 return False
             if not self._try_claim(claim):
-                if self._claim_is_stale(claim):
-                    claim.unlink(missing_ok=True)  # its owner was killed mid-request: take over
+                owner = self._claim_owner(claim)
+                if owner is None or not self._owner_is_dead(owner):
+                    time.sleep(self.poll_seconds)  # a live process is asking: wait for its answer
                     continue
-                time.sleep(self.poll_seconds)
-                continue
+                if not self._take_over(claim, owner):  # its owner was killed mid-request
+                    continue  # another process took it over first
             self.refresh()  # answered between our last look and the claim?
             if key in self._entries:
                 self.release(key)

@@ -28,7 +28,7 @@ PAIRED_ONLY_LOSSES = ("dpo", "ipo", "cdpo")  # need a chosen and a rejected resp
 UNPAIRED_ONLY_LOSSES = ("kto",)  # KTO's value function scores responses one at a time
 WEIGHTING_NAMES = tuple(WEIGHTINGS)
 CONTRAST_SCOPES = ("local", "global")
-REFERENCE_MODES = ("model", "precomputed", "lora")
+REFERENCE_MODES = ("model", "precomputed", "lora", "auto")
 EMBED_TEXT_MODES = ("last_user_turn", "full_prompt")
 BATCH_SAMPLINGS = ("random", "similarity", "sequential")
 PROMPT_TRUNCATIONS = ("left", "right")
@@ -65,7 +65,8 @@ class RPOConfig:
     kto_undesirable_weight: float = 1.0  # kto: weight lambda_U of undesirable responses
 
     # ---- reference policy --------------------------------------------------------------------
-    reference: str = "model"  # frozen copy ("model"), log-probs computed once ("precomputed"), LoRA base ("lora")
+    reference: str = "model"  # frozen copy ("model"), log-probs computed once ("precomputed"), LoRA base ("lora"),
+    # or "auto": precomputed when the run sees each example often enough to repay the pass (reference_choice.py)
     lora_r: int = 16  # LoRA rank (reference="lora"; needs the optional peft package)
     lora_alpha: int = 32  # LoRA scaling numerator
     lora_dropout: float = 0.05  # dropout on the LoRA branch

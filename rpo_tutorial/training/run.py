@@ -28,7 +28,7 @@ import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -49,6 +49,7 @@ from rpo_tutorial.training.reference import (
     precompute_reference,
     reference_collator,
 )
+from rpo_tutorial.training.reference_choice import ReferenceChoice, choose_reference
 from rpo_tutorial.training.run_loss import RunLossCallback
 from rpo_tutorial.training.trainer import RPOTrainer
 
@@ -173,8 +174,9 @@ def apply_lora(model: torch.nn.Module, config: RPOConfig) -> torch.nn.Module:
 
 # ---- build and run ----------------------------------------------------------------------------
 def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy: torch.nn.Module | None = None,
-                  tokenizer=None, eval_rows: Sequence[dict] | None = None,
-                  strict: bool = False) -> tuple[RPOTrainer, TokenizationReport]:
+                  tokenizer=None, eval_rows: Sequence[dict] | None = None, strict: bool = False,
+                  on_reference_choice: Callable[[ReferenceChoice], None] | None = None,
+                  ) -> tuple[RPOTrainer, TokenizationReport]:
     """Everything up to ``trainer.train()``: data, models, reference, collator, trainer.
 
     Args:
@@ -183,6 +185,8 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
         eval_rows: held-out rows, evaluated every ``logging_steps`` (``eval_loss``,
             ``eval_rewards/accuracies``, ... in metrics.jsonl).
         strict: loading ``config.dataset``, raise on the first invalid row instead of skipping it.
+        on_reference_choice: called with what ``reference="auto"`` became and why (the CLI prints it);
+            the choice is also ``trainer.reference_choice``.
     """
     if (policy is None) != (tokenizer is None):
         raise ValueError("pass both policy and tokenizer, or neither")
@@ -197,6 +201,12 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
     contrast_rows = (args.per_device_train_batch_size * (args.world_size if config.contrast_scope == "global" else 1)
                      * (args.gradient_accumulation_steps if config.accumulate_contrast else 1))
     sides = check_sides(examples, config, contrast_rows)  # refuses data lacking a side; counts one-sided batches
+    choice = None
+    if config.reference == "auto":  # model or precomputed, from the run's length and the data (reference_choice)
+        choice = choose_reference(config, examples, args.world_size, len(eval_rows or ()))
+        config = config.replace(reference=choice.mode)
+        if on_reference_choice is not None:
+            on_reference_choice(choice)
     collator_class = SFTCollator if config.loss == "sft" else PreferenceCollator
     collator = collator_class(tokenizer.pad_token_id)
     reference = None
@@ -216,6 +226,7 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
                          train_dataset=examples, eval_dataset=eval_examples, data_collator=collator,
                          processing_class=tokenizer)
     trainer.side_check = sides
+    trainer.reference_choice = choice
     if precompute:  # one pass of the reference, placed (sharded) as in training, each process on its share
         everything = examples + (eval_examples or [])
         trainer.data_collator = collator = reference_collator(trainer, collator, everything)  # the same padding

@@ -282,6 +282,9 @@ class RPOTrainer(Trainer):
 
 def _check_reference(config: RPOConfig, model: torch.nn.Module, reference_model: torch.nn.Module | None) -> None:
     """The reference arguments must match ``config.reference``."""
+    if config.needs_reference and config.reference == "auto":
+        raise ValueError("reference='auto' is resolved by training.run.build_trainer (rpo-tutorial train), which "
+                         "knows the data; RPOTrainer needs 'model', 'precomputed' or 'lora'")
     if not config.needs_reference or config.reference == "precomputed":
         if reference_model is not None:
             raise ValueError(f"reference_model was given but loss={config.loss!r} with reference="

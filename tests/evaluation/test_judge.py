@@ -159,11 +159,13 @@ def test_pair_fails_after_retries_and_the_run_goes_on_then_rerun_retries_only_it
 
 
 def test_timeouts_are_retried(tmp_path):
+    # The first answer never comes in time (its handler sleeps 60 s in a daemon thread); the retry answers at
+    # once. A 2 s timeout leaves the immediate answer ample time on a loaded CI machine (0.25 s did not).
     def respond(content, attempt):
-        return Reply(text="More helpful: A", delay=1.0) if attempt == 0 else "More helpful: A"
+        return Reply(text="More helpful: A", delay=60.0) if attempt == 0 else "More helpful: A"
 
     with FakeOpenAIServer(respond) as server:
-        records = make_judge(server, tmp_path, timeout=0.25, max_retries=1).judge_pairs(["p"], ["c"], ["b"])
+        records = make_judge(server, tmp_path, timeout=2.0, max_retries=1).judge_pairs(["p"], ["c"], ["b"])
         assert len(server.log) == 4
     assert records[0]["winner"] == "tie"  # "A" in both orders follows the position
 

@@ -8,11 +8,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from fake_openai_server import FakeOpenAIServer, Reply, prefer
 
 from rpo_tutorial.evaluation.cache import JudgeCache
 
 SCRIPT = Path(__file__).with_name("judge_process.py")
+TAKEOVER_SCRIPT = Path(__file__).with_name("claim_takeover_process.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -59,3 +61,27 @@ def test_a_dead_processes_claim_is_taken_over(tmp_path):
     cache.append({"key": "k", "answer": "A"})
     cache.release("k")
     assert not claim.exists() and JudgeCache(tmp_path / "cache.jsonl").acquire("k") is False
+
+
+@pytest.mark.slow
+def test_two_processes_finding_one_dead_claim_at_once_ask_the_judge_once(tmp_path):
+    """Both processes find the dead claim before either takes it over (a barrier forces this order):
+    the takeover is atomic, so exactly one request is made and both read its answer."""
+    claim = tmp_path / "cache.jsonl.claims" / "k"
+    claim.parent.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claim.write_text(str(dead.pid))
+    barrier, asked = tmp_path / "barrier", tmp_path / "asked.log"
+    barrier.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    processes = [subprocess.Popen([sys.executable, str(TAKEOVER_SCRIPT), str(tmp_path / "cache.jsonl"), str(barrier),
+                                   str(asked)], env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    finished = [(process.wait(timeout=120), process.stderr.read()) for process in processes]
+    assert [code for code, _ in finished] == [0, 0], finished
+    assert len(list(barrier.iterdir())) == 2  # both found the claim dead before either took it over
+    askers = asked.read_text().split()
+    assert len(askers) == 1, askers  # one request, not two
+    cache = JudgeCache(tmp_path / "cache.jsonl")
+    assert len(cache) == 1 and cache.duplicate_lines == 0 and cache.get("k")["answer"] == askers[0]
+    assert not claim.exists()
