@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from rpo_tutorial.accuracy import tie_half_accuracy
 from rpo_tutorial.data.run_logs import METRICS_FILE, read_metrics  # re-exported
 from rpo_tutorial.training.distributed import all_reduce_sum
 from rpo_tutorial.training.objectives import ObjectiveOutput, PreferenceLogps
@@ -41,11 +42,6 @@ METRIC_NAMES = (
     "logps/rejected", "contrast/accuracy", "weights/row_entropy", "weights/diagonal_mass",
     "kto/kl_reference_point", "nll/token",
 )
-
-
-def tie_half_accuracy(differences: torch.Tensor) -> torch.Tensor:
-    """1 where a reward difference is > 0, 0.5 where it is exactly 0, 0 where < 0. Shape: same as input."""
-    return (differences > 0).float() + 0.5 * (differences == 0).float()
 
 
 def _stat(stats: dict, name: str, values: torch.Tensor) -> None:

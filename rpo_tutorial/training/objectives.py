@@ -20,14 +20,22 @@ proxy, not an unbiased KL estimate, which is all the loss needs (a baseline for 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
+from rpo_tutorial.data.collate import IGNORE_INDEX
 from rpo_tutorial.losses import LOSSES, zero_loss_like
 from rpo_tutorial.training.config import RPOConfig
 from rpo_tutorial.training.distributed import all_gather_rows, scale_for_gradient_averaging, world_size
 from rpo_tutorial.weighting import compute_weights
+
+
+def _embeddings(batch: Mapping, key: str, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """The batch's (rows, D) float32 prompt embeddings, or an empty (rows, 0) matrix when absent."""
+    if key in batch:
+        return batch[key].float()
+    return like.new_zeros((rows, 0), dtype=torch.float32)
 
 
 @dataclass
@@ -49,6 +57,29 @@ class PreferenceLogps:
     paired: bool
     chosen_token_counts: torch.Tensor | None = None  # (M,) response tokens per row (length_normalize, nll)
     rejected_token_counts: torch.Tensor | None = None  # (N,)
+
+    @classmethod
+    def from_batch(cls, batch: Mapping, policy_logps: torch.Tensor, reference_logps: torch.Tensor) -> "PreferenceLogps":
+        """Split a collated preference batch's stacked log-probs into its chosen and rejected sides.
+
+        ``batch`` is a ``PreferenceCollator`` batch: ``num_chosen`` = M chosen rows first, then N
+        rejected rows, ``labels`` (their response-token counts), ``paired`` and, when the rows had
+        them, ``chosen_prompt_embeddings`` / ``rejected_prompt_embeddings`` (else (M, 0) / (N, 0)).
+
+        Shape:
+            policy_logps, reference_logps: (M + N,) float32, in the batch's row order
+        """
+        num_chosen, total = int(batch["num_chosen"]), policy_logps.shape[0]
+        counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1)  # (M + N,) response tokens per row
+        return cls(
+            policy_chosen_logps=policy_logps[:num_chosen], policy_rejected_logps=policy_logps[num_chosen:],
+            reference_chosen_logps=reference_logps[:num_chosen], reference_rejected_logps=reference_logps[num_chosen:],
+            chosen_prompt_embeddings=_embeddings(batch, "chosen_prompt_embeddings", num_chosen, policy_logps),
+            rejected_prompt_embeddings=_embeddings(batch, "rejected_prompt_embeddings", total - num_chosen,
+                                                   policy_logps),
+            paired=bool(batch.get("paired", False)),
+            chosen_token_counts=counts[:num_chosen], rejected_token_counts=counts[num_chosen:],
+        )
 
     @property
     def num_chosen(self) -> int:
