@@ -115,8 +115,13 @@ def kto_reference_point(logps: PreferenceLogps) -> torch.Tensor:
 def rpo_weights(logps: PreferenceLogps, config: RPOConfig) -> torch.Tensor:
     """The (M, N) weight matrix of ``config.weighting`` from the batch's precomputed embeddings.
 
-    Uniform and diagonal weights only need M and N; when the batch carries no embeddings they
-    get (M, 1) zero placeholders. Embedding and Sinkhorn weights need real embeddings.
+    ``weighting.compute_weights``: embedding weights w_ij = softmax_j(-d_ij / tau) (Eqs. 11-12),
+    uniform, diagonal (Eq. 14) or Sinkhorn. Uniform and diagonal weights only need M and N; when
+    the batch carries no embeddings they get (M, 1) zero placeholders. Embedding and Sinkhorn
+    weights need real embeddings.
+
+    Shape:
+        logps.chosen_prompt_embeddings (M, D), logps.rejected_prompt_embeddings (N, D); returns (M, N)
     """
     chosen, rejected = logps.chosen_prompt_embeddings, logps.rejected_prompt_embeddings
     if chosen.shape[1] == 0 or rejected.shape[1] == 0:
@@ -146,11 +151,18 @@ NEEDS_BOTH_SIDES = ("dpo", "cdpo", "ipo", "rpo")
 
 
 def preference_objective(logps: PreferenceLogps, config: RPOConfig) -> ObjectiveOutput:
-    """The mean loss of ``config.loss`` over the batch, dispatched through ``LOSSES``.
+    """The mean loss of ``config.loss`` over the batch, dispatched through ``LOSSES``: log-probs -> loss.
 
-    An unpaired batch with one side empty (M = 0 or N = 0) has no contrast: its loss is
-    ``zero_loss_like`` of the log-probs, 0 with a graph, so backward (and the DDP gradient
+    The public "log-probs -> loss" step (the trainer reaches it through :func:`scoped_objective`;
+    a hand-written loop or the study calls it directly). For RPO: the weights of
+    :func:`rpo_weights` (Eqs. 11-14), then ``losses.rpo_loss`` (Eq. 15), averaged over the M
+    chosen rows. An unpaired batch with one side empty (M = 0 or N = 0) has no contrast: its loss
+    is ``zero_loss_like`` of the log-probs, 0 with a graph, so backward (and the DDP gradient
     all-reduce) still runs on this process.
+
+    Shape:
+        logps: M chosen and N rejected rows (:class:`PreferenceLogps`); returns loss (), rewards
+        (M,) and (N,), weights (M, N) for RPO
     """
     if config.loss not in LOSS_ARGUMENTS:
         raise ValueError(f"loss {config.loss!r} is not a preference loss; choose from {sorted(LOSS_ARGUMENTS)}")
@@ -202,7 +214,12 @@ AUXILIARY_TERMS: dict[str, tuple[str, Callable[[PreferenceLogps], torch.Tensor]]
 
 def composed_objective(logps: PreferenceLogps, config: RPOConfig) -> ObjectiveOutput:
     """``config.loss`` (on length-normalised log-probs when ``config.length_normalized``) plus the
-    weighted :data:`AUXILIARY_TERMS` on the raw summed log-probs; the terms are logged in ``extras``."""
+    weighted :data:`AUXILIARY_TERMS` on the raw summed log-probs; the terms are logged in ``extras``.
+
+    Shape:
+        logps: M chosen and N rejected rows; returns the () loss of :func:`preference_objective`
+        plus weight x term
+    """
     output = preference_objective(length_normalized(logps) if config.length_normalized else logps, config)
     for field, (metric, term) in AUXILIARY_TERMS.items():
         weight = getattr(config, field)
@@ -246,6 +263,10 @@ def scoped_objective(logps: PreferenceLogps, config: RPOConfig) -> tuple[Objecti
     With "global" the returned loss has the value of the global loss and a gradient scaled so
     that data-parallel averaging yields the gradient of one process on the concatenated batch.
     Also returns the log-probs the loss saw (global ones under "global"), for the metrics.
+
+    Shape:
+        logps: this process's M chosen and N rejected rows; under "global" the loss sees
+        M_global x N_global contrasts (every process's rows); returns the () loss
     """
     if config.contrast_scope == "local" or world_size() == 1:
         return composed_objective(logps, config), logps

@@ -39,14 +39,14 @@ from rpo_tutorial.data.preferences import open_dataset
 from rpo_tutorial.data.run_logs import METRICS_FILE
 from rpo_tutorial.data.tokenization import TokenizationReport, tokenize_dataset
 from rpo_tutorial.models.loading import BUNDLED_POLICY, load_policy, load_tokenizer, tiny_model
+from rpo_tutorial.models.logprobs import REFERENCE_KEYS
 from rpo_tutorial.training.config import TINY_MODEL_PREFIX, RPOConfig
 from rpo_tutorial.training.dataset_checks import SideCheck, check_sides
 from rpo_tutorial.training.forward_plan import choose_forward_plan
 from rpo_tutorial.training.launch import fsdp_requested
+from rpo_tutorial.training.metrics import RunLossCallback
 from rpo_tutorial.training.output_dir import CONFIG_FILE, apply_plan, plan_output_dir
-from rpo_tutorial.models.logprobs import REFERENCE_KEYS
 from rpo_tutorial.training.reference import cast_parameters, copy_buffers, parameter_dtype
-from rpo_tutorial.training.run_loss import RunLossCallback
 from rpo_tutorial.training.trainer import RPOTrainer
 
 
