@@ -116,7 +116,7 @@ def _reward_fn(spec: str, margin: float | None) -> tuple:
 
 def _judge_command(args: argparse.Namespace) -> int:
     from rpo_tutorial.data.errors import DataError
-    from rpo_tutorial.evaluation.judge_inputs import load_judge_rows
+    from rpo_lab.cli.judge_inputs import load_judge_rows
     from rpo_tutorial.evaluation.judges import OpenAIJudge, RewardJudge
     from rpo_tutorial.evaluation.winrate import markdown_table, win_rate_table
 

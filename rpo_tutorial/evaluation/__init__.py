@@ -6,7 +6,6 @@
     offline.py       offline judges: a reward function, the policy's implicit reward
     evaluate.py      held-out implicit-reward accuracy against a reference (``rpo-tutorial evaluate``)
     winrate.py       win rates with Wilson intervals;  alpaca_eval.py  AlpacaEval 2.0
-    judge_inputs.py  the judge command's input files, checked before anything is judged
 
 Ties count half everywhere (:mod:`rpo_tutorial.accuracy`). Evaluation never imports training.
 """
