@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 
@@ -215,3 +216,27 @@ def prompt_sharing_sequence_logps(model: torch.nn.Module, input_ids: torch.Tenso
         if batch is not None:
             return shared_prompt_sequence_logps(model, batch, chunk_rows)
     return model_sequence_logps(model, input_ids, attention_mask, labels, chunk_rows)
+
+
+def collated_sequence_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], share_prompts: bool,
+                            device: torch.device | str | None = None) -> torch.Tensor:
+    """Summed float32 log-probs of each row of a collated batch, in the layout the caller decided.
+
+    The trainer's forward for the policy and the reference (``share_prompts`` from its
+    ``ForwardPlan``), and the precompute pass's. A paired batch (``paired`` and ``num_chosen``
+    from ``PreferenceCollator``) runs each prompt once when ``share_prompts``
+    (:func:`prompt_sharing_sequence_logps`); the head runs on the label rows only.
+    ``device``: move the batch there first (None: it is there already).
+
+    Shape:
+        batch["input_ids"], batch["attention_mask"], batch["labels"]: (B, T); returns (B,) float32,
+        M chosen rows then N rejected rows for a preference batch
+    """
+    for key in ("input_ids", "attention_mask", "labels"):
+        if key not in batch:
+            raise ValueError(f"batch lacks {key!r}; got keys {sorted(batch)}")
+    ids, mask, labels = (batch[key] if device is None else batch[key].to(device)
+                         for key in ("input_ids", "attention_mask", "labels"))
+    paired = bool(batch.get("paired", False)) and "num_chosen" in batch
+    return prompt_sharing_sequence_logps(model, ids, mask, labels, int(batch["num_chosen"]) if paired else None,
+                                         share_prompts=share_prompts)

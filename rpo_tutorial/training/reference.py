@@ -153,7 +153,8 @@ def precompute_reference(trainer, reference: torch.nn.Module, examples: list[dic
     Returns new example dicts (same order) carrying ``reference_chosen_logps`` /
     ``reference_rejected_logps`` (paired) or ``reference_logps``.
     """
-    from rpo_tutorial.models.logprobs import collated_sequence_logps, precompute_reference_logps
+    from rpo_tutorial.models.logprobs import precompute_reference_logps
+    from rpo_tutorial.models.shared_prompt import collated_sequence_logps
     from rpo_tutorial.training.distributed import is_distributed, rank, world_size
 
     processes, me = world_size(), rank()

@@ -50,7 +50,7 @@ import torch
 from transformers import Trainer
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
-from rpo_tutorial.models.logprobs import collated_sequence_logps
+from rpo_tutorial.models.shared_prompt import collated_sequence_logps
 from rpo_tutorial.training.accumulation import StepCoefficients, step_coefficients, surrogate_loss
 from rpo_tutorial.training.config import RPOConfig
 from rpo_tutorial.training.distributed import all_reduce_sum, world_size
