@@ -27,7 +27,7 @@ steps taken by the current ``train()`` call, so a run resumed at step 6 of 10 re
 steps 7-10 only (0.5408 instead of 0.6115 in the reliability sweep). :class:`RunLossCallback`
 writes the running sum of the step losses into every checkpoint (``run_loss.json``); a resumed
 run reads it back and reports ``(sum before the checkpoint + sum since) / global_step``, in the
-summary record of ``metrics.jsonl`` and in :class:`~rpo_tutorial.training.run.RunResult`.
+summary record of ``metrics.jsonl`` and in what ``RPOTrainer.train`` returns.
 """
 from __future__ import annotations
 
@@ -180,22 +180,29 @@ def read_loss_sum(checkpoint: str | Path) -> tuple[float, int] | None:
 class RunLossCallback(TrainerCallback):
     """Keeps ``train_loss`` the mean over all steps of the run (see the module docstring).
 
+    ``RPOTrainer`` installs one, first among its callbacks, and calls :meth:`resume_from` at the
+    start of each ``train()``.
+
     Args:
         trainer: the trainer whose running loss is saved (read at each checkpoint).
-        resumed_from: the checkpoint folder the run resumes from, or None.
     """
 
-    def __init__(self, trainer, resumed_from: str | Path | None = None) -> None:
+    def __init__(self, trainer) -> None:
         self.trainer = trainer
         self.prior_sum, self.prior_steps = 0.0, 0
         self.mean_loss: float | None = None  # set at the end of training
-        if resumed_from is not None:
-            saved = read_loss_sum(resumed_from)
-            if saved is None:
-                warnings.warn(f"{resumed_from} has no {LOSS_FILE} (written by older versions): train_loss will be "
-                              "the mean of the resumed steps only", stacklevel=2)
-            else:
-                self.prior_sum, self.prior_steps = saved
+
+    def resume_from(self, checkpoint: str | Path | None) -> None:
+        """Start counting from the sums saved in ``checkpoint`` (None: a fresh run)."""
+        self.prior_sum, self.prior_steps, self.mean_loss = 0.0, 0, None
+        if checkpoint is None:
+            return
+        saved = read_loss_sum(checkpoint)
+        if saved is None:
+            warnings.warn(f"{checkpoint} has no {LOSS_FILE} (written by older versions): train_loss will be "
+                          "the mean of the resumed steps only", stacklevel=2)
+        else:
+            self.prior_sum, self.prior_steps = saved
 
     def _this_call_sum(self) -> float | None:
         total, running = getattr(self.trainer, "_total_loss_scalar", None), getattr(self.trainer, "_tr_loss", None)
@@ -217,4 +224,4 @@ class RunLossCallback(TrainerCallback):
         steps_now = state.global_step - self.prior_steps
         total = self.prior_sum + float(logs["train_loss"]) * steps_now
         self.mean_loss = total / max(state.global_step, 1)
-        logs["train_loss"] = self.mean_loss  # before metrics.jsonl records it (this callback runs first)
+        logs["train_loss"] = self.mean_loss  # before metrics.jsonl and report_to see it (this callback runs first)

@@ -44,7 +44,6 @@ from rpo_tutorial.training.config import TINY_MODEL_PREFIX, RPOConfig
 from rpo_tutorial.training.dataset_checks import SideCheck, check_sides
 from rpo_tutorial.training.forward_plan import choose_forward_plan
 from rpo_tutorial.training.launch import fsdp_requested
-from rpo_tutorial.training.metrics import RunLossCallback
 from rpo_tutorial.training.output_dir import CONFIG_FILE, apply_plan, plan_output_dir
 from rpo_tutorial.training.reference import cast_parameters, copy_buffers, parameter_dtype
 from rpo_tutorial.training.trainer import RPOTrainer
@@ -225,8 +224,6 @@ def run_training(config: RPOConfig, rows: Sequence[dict] | None = None,
     ``reference="lora"`` the saved model is the adapter (peft format), except after SFT, whose
     adapters are merged so that its folder can serve as the next run's model.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     plan = plan_output_dir(config.output_dir, config.to_dict(), resume_from_checkpoint, overwrite)
     options = {"policy": None, "tokenizer": None, "eval_rows": None, "strict": False, "examples": None,
                **build_options}
@@ -234,20 +231,15 @@ def run_training(config: RPOConfig, rows: Sequence[dict] | None = None,
     if trainer.is_world_process_zero():
         apply_plan(config.output_dir, plan, config.to_dict())
     trainer.accelerator.wait_for_everyone()
-    resumed_from = resume_from_checkpoint
-    if resume_from_checkpoint is True:
-        resumed_from = get_last_checkpoint(config.output_dir)
-    loss_callback = RunLossCallback(trainer, resumed_from or None)
-    trainer.callback_handler.callbacks.insert(0, loss_callback)  # before metrics.jsonl records the summary
-    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    train_loss = loss_callback.mean_loss if loss_callback.mean_loss is not None else output.training_loss
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)  # training_loss: over the whole run
     output_dir = Path(config.output_dir)
     if config.loss == "sft" and config.reference == "lora":  # an SFT model becomes the next reference: merge
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
     trainer.save_model(str(output_dir))  # a from_pretrained folder, also under FSDP (RPOTrainer.save_model)
     if trainer.is_world_process_zero():
         (output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    return RunResult(output_dir, output_dir / METRICS_FILE, output.global_step, train_loss, report, trainer, sides)
+    return RunResult(output_dir, output_dir / METRICS_FILE, output.global_step, output.training_loss, report, trainer,
+                     sides)
 
 
 def run_sft(config: RPOConfig, rows: Sequence[dict] | None = None, **options) -> RunResult:

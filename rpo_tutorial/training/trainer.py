@@ -64,6 +64,7 @@ from rpo_tutorial.training.launch import (
 from rpo_tutorial.training.metrics import (
     MetricsAccumulator,
     MetricsJsonlCallback,
+    RunLossCallback,
     preference_metrics,
     sft_metrics,
 )
@@ -116,6 +117,8 @@ class RPOTrainer(Trainer):
         self._announce_plan()
         self._non_finite: str | None = None  # the first non-finite value of this micro-batch
         self._metrics = {"train": MetricsAccumulator(), "eval": MetricsAccumulator()}
+        self._run_loss = RunLossCallback(self)  # train_loss over the whole run, also after a resume
+        self.callback_handler.callbacks.insert(0, self._run_loss)  # before report_to and metrics.jsonl see it
         self.add_callback(MetricsJsonlCallback())
         self._accumulated: list[tuple[StepCoefficients, int]] = []  # accumulated contrast, per micro-batch
         if config.loss == "rpo" and args.gradient_accumulation_steps > 1 and not config.accumulate_contrast:
@@ -280,6 +283,20 @@ class RPOTrainer(Trainer):
                 f"{what} became non-finite (nan/inf) at {phase} step {self.state.global_step + 1} "
                 f"(epoch {self.state.epoch or 0:.3f}); training stopped on every process. Try a lower "
                 "learning_rate, bf16 instead of fp16, or check the data of this step.")
+
+    # ---- training and saving ----------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """``transformers.Trainer.train``, whose ``training_loss`` (and the logged ``train_loss``) is the
+        mean over every step of the run, also after a resume (``metrics.RunLossCallback``)."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        self._run_loss.resume_from(checkpoint or None)
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        mean = self._run_loss.mean_loss
+        return output if mean is None else output._replace(training_loss=mean)
 
     # ---- saving ---------------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
