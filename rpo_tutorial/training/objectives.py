@@ -9,6 +9,12 @@ responses, TRL's ``rpo_alpha``) come from the :data:`AUXILIARY_TERMS` registry, 
 ``length_normalize`` (default on for IPO, as TRL does) divides every log-prob by its response's
 token count before the loss sees it.
 
+One step, as the trainer calls it: :meth:`PreferenceLogps.from_batch` (a collated batch's log-probs
+split into chosen and rejected sides) -> :func:`scoped_objective` (local or global rows) ->
+:func:`composed_objective` (length normalisation, auxiliary terms) -> :func:`preference_objective`,
+the public "log-probs -> loss" step -> :func:`rpo_weights` (``weighting.compute_weights``, Eqs.
+11-12) and ``losses.rpo_loss`` (Eq. 15). A hand-written loop calls the same pieces (notebook 07).
+
 KTO's reference point z_ref (paper Eq. 9, an estimate of KL(pi || pi_ref)) is estimated as the
 batch mean of the policy / reference log-ratios of ALL responses in the (micro-, or with
 ``contrast_scope="global"`` the global) batch, clamped at 0 and detached:

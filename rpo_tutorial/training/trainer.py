@@ -162,8 +162,9 @@ class RPOTrainer(Trainer):
         if mode == "precomputed":
             missing = [k for k in ("reference_chosen_logps", "reference_rejected_logps") if k not in inputs]
             if missing:
-                raise ValueError(f"reference='precomputed' but the batch lacks {missing}: run "
-                                 "logprobs.precompute_reference_logps on the tokenized examples first")
+                raise ValueError(f"reference='precomputed' but the batch lacks {missing}: pass reference_model to "
+                                 "RPOTrainer (or build_trainer), or run logprobs.precompute_reference_logps on the "
+                                 "tokenized examples first")
             return torch.cat([inputs["reference_chosen_logps"], inputs["reference_rejected_logps"]]).float()
         with torch.no_grad():
             if mode == "model":
