@@ -270,7 +270,8 @@ def test_top_level_imports_keep_working():
     ({"__init__.py": "__version__ = '1'\n", "data/__init__.py": "", "data/x.py": "def _own():\n    pass\n_own()\n",
       "training/__init__.py": "", "training/a.py": "import rpo_tutorial\nfrom rpo_tutorial.data.x import *\n"
                                                    "v = rpo_tutorial.__version__\n"
-                                                   "class T:\n    def f(self, other):\n        return self._a, other._b\n"},
+                                                   "class T:\n    def f(self, other):\n"
+                                                   "        return self._a, other._b\n"},
      []),
 ])
 def test_private_name_checker_catches_a_private_name_crossing_a_module_boundary(tmp_path, files, expected):
