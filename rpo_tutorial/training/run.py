@@ -191,7 +191,13 @@ def _build(config: RPOConfig, rows, policy, tokenizer, eval_rows, strict: bool, 
     contrast_rows = (args.per_device_train_batch_size * (args.world_size if config.contrast_scope == "global" else 1)
                      * (args.gradient_accumulation_steps if config.accumulate_contrast else 1))
     sides = check_sides(examples, config, contrast_rows)  # refuses data lacking a side; counts one-sided batches
-    stored = all(any(key in example for key in REFERENCE_KEYS) for example in examples)
+    eval_examples = None
+    if eval_rows is not None:
+        eval_examples, _ = tokenize_rows(prepare_rows(list(eval_rows), config), tokenizer, config)
+        args = config.to_training_arguments(eval_strategy="steps", eval_steps=config.logging_steps,
+                                            per_device_eval_batch_size=config.per_device_train_batch_size)
+    everything = examples + (eval_examples or [])
+    stored = all(any(key in example for key in REFERENCE_KEYS) for example in everything)
     reference = None
     if config.needs_reference and (config.reference == "model" or (config.reference == "precomputed" and not stored)):
         reference = load_reference(config, policy, from_config=loaded_here)
@@ -199,12 +205,7 @@ def _build(config: RPOConfig, rows, policy, tokenizer, eval_rows, strict: bool, 
         policy = apply_lora(policy, config)
         if config.gradient_checkpointing:
             policy.enable_input_require_grads()
-    eval_examples = None
-    if eval_rows is not None:
-        eval_examples, _ = tokenize_rows(prepare_rows(list(eval_rows), config), tokenizer, config)
-        args = config.to_training_arguments(eval_strategy="steps", eval_steps=config.logging_steps,
-                                            per_device_eval_batch_size=config.per_device_train_batch_size)
-    plan = choose_forward_plan(config, args, [policy, reference], examples + (eval_examples or []))
+    plan = choose_forward_plan(config, args, [policy, reference], everything)
     collator = SFTCollator(tokenizer.pad_token_id) if config.loss == "sft" else \
         PreferenceCollator(tokenizer.pad_token_id, pad_to_length=plan.pad_to_length)
     # with reference="precomputed" the trainer runs the reference once over both datasets, then drops it

@@ -103,3 +103,26 @@ def test_build_trainer_hands_one_plan_to_the_collator_and_the_trainer(tmp_path, 
     if reference == "precomputed":  # the trainer ran the reference itself: the examples carry it, no model is kept
         assert trainer.reference_model is None
         assert all("reference_chosen_logps" in example for example in trainer.train_dataset)
+
+
+def test_build_trainer_reuses_examples_that_carry_reference_logps(tmp_path, monkeypatch):
+    """The demo's route: one reference pass, a second method trains on the first trainer's examples."""
+    from rpo_tutorial.training import trainer as trainer_module
+
+    tokenizer = load_tokenizer()
+    config = get_preset("smoke", reference="precomputed", output_dir=str(tmp_path), max_length=48,
+                        max_prompt_length=24)
+    policy = tiny_model(len(tokenizer), hidden_size=16, num_layers=1)
+    first, report = build_trainer(config, rows=make_rows(6), policy=policy, tokenizer=tokenizer)
+    passes = []
+    original = trainer_module.precompute_reference
+    monkeypatch.setattr(trainer_module, "precompute_reference", lambda *a, **k: passes.append(1) or original(*a, **k))
+    second, none = build_trainer(config.replace(loss="dpo"), policy=policy, tokenizer=tokenizer,
+                                 examples=first.train_dataset)
+    assert report is not None and none is None and passes == []  # no second reference pass
+    assert second.train_dataset == first.train_dataset and second.reference_model is None
+    with_eval, _ = build_trainer(config, policy=policy, tokenizer=tokenizer, examples=first.train_dataset,
+                                 eval_rows=make_rows(2, seed=1))  # held-out rows lack them: one pass over both
+    assert passes == [1] and all("reference_chosen_logps" in example for example in with_eval.eval_dataset)
+    with pytest.raises(ValueError, match="rows or tokenized examples"):
+        build_trainer(config, rows=make_rows(2), policy=policy, tokenizer=tokenizer, examples=first.train_dataset)
