@@ -123,12 +123,12 @@ class FlopRecorder:
         self.parts[label] = self.parts.get(label, 0) + flops
 
     def __enter__(self) -> "FlopRecorder":
-        from rpo_tutorial.models.head import _unwrap
+        from rpo_tutorial.models.head import unwrap_model
 
         self._stack = ExitStack()
         self._shapes = {}
         for index, model in enumerate(self.models):
-            inner = _unwrap(model)
+            inner = unwrap_model(model)
             shape = DecoderShape.from_config(inner.config)
             role = "policy" if index == 0 else "reference"
             body = getattr(inner, inner.base_model_prefix)

@@ -185,7 +185,7 @@ def paper_step(args, reference_mode: str) -> dict:
     from rpo_tutorial.data.collate import PreferenceCollator
     from rpo_tutorial.training import trainer as trainer_module
     from rpo_tutorial.training.config import get_preset
-    from rpo_tutorial.training.reference import precompute_reference, reference_collator
+    from rpo_tutorial.training.forward_plan import choose_forward_plan
     from rpo_tutorial.training.run import load_reference
     from rpo_tutorial.training.trainer import RPOTrainer
 
@@ -242,12 +242,12 @@ def paper_step(args, reference_mode: str) -> dict:
     clock = Clock()
     trainer_module.scoped_objective = record
     try:
-        collator = PreferenceCollator(0)
+        # as run.build_trainer: the layout decided once; "precomputed" runs the reference pass in the trainer,
+        # the reference sharded like the policy, batches padded to the plan's length under bf16
+        plan = choose_forward_plan(rpo, rpo.to_training_arguments(), [policy, reference], examples)
+        collator = PreferenceCollator(0, pad_to_length=plan.pad_to_length)
         trainer = RPOTrainer(model=policy, config=rpo, train_dataset=examples, data_collator=collator,
-                             reference_model=reference if reference_mode == "model" else None, callbacks=[clock])
-        if reference_mode == "precomputed":  # as run.build_trainer: the pass with the reference sharded like the policy
-            trainer.data_collator = collator = reference_collator(trainer, collator, examples)
-            trainer.train_dataset = precompute_reference(trainer, reference, examples, collator, pairs, False)
+                             reference_model=reference, forward_plan=plan, callbacks=[clock])
         del policy, reference
         setup_s = time.perf_counter() - began
         trainer.train()

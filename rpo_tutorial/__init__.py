@@ -42,6 +42,7 @@ _LAZY = {
     "load_preferences": "rpo_tutorial.data.preferences",
     "load_alpaca_eval_prompts": "rpo_tutorial.data.preferences",
     "to_unpaired": "rpo_tutorial.data.preferences",
+    "open_dataset": "rpo_tutorial.data.preferences",
     "load_demo": "rpo_tutorial.data.demo",
     "tokenize_pair": "rpo_tutorial.data.tokenization",
     "tokenize_unpaired": "rpo_tutorial.data.tokenization",

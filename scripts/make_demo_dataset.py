@@ -35,7 +35,7 @@ from rpo_tutorial.data.demo import (
     load_demo_prompts,
     split_by_prompt,
 )
-from rpo_lab.demo.judge import is_degenerate, score_responses
+from rpo_tutorial.data.sentiment import is_degenerate, score_responses
 from rpo_tutorial.models.loading import BUNDLED_POLICY, load_policy, load_tokenizer
 from rpo_tutorial.paths import DEMO_DATA_DIR, cache_dir
 

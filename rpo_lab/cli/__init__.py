@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def one_line(error: BaseException) -> str:
     """The error's message on one line (exception type shown for unexpected kinds)."""
-    from rpo_tutorial.data.errors import UsageError
+    from rpo_tutorial.training.output_dir import UsageError
 
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in text:
@@ -60,7 +60,7 @@ def one_line(error: BaseException) -> str:
 
 
 def exit_status(error: BaseException) -> int:
-    from rpo_tutorial.data.errors import UsageError
+    from rpo_tutorial.training.output_dir import UsageError
 
     return 2 if isinstance(error, UsageError) else 1
 

@@ -20,18 +20,11 @@ from rpo_tutorial.evaluation.evaluate import evaluate_preferences, format_summar
 def load_eval_rows(dataset: str, max_rows: int | None = None, strict: bool = False) -> list[dict]:
     """Paired rows of ``dataset`` (module docstring), first ``max_rows``; raises if there are none
     (``strict``: also at the first invalid row of a file, instead of skipping it)."""
-    if dataset.startswith("demo:"):
-        from rpo_tutorial.data.demo import load_demo
+    from rpo_tutorial.data.preferences import open_dataset
 
-        rows = load_demo(dataset.split(":", 1)[1])
-    else:
-        path = Path(dataset).expanduser()
-        if not path.exists():
-            raise ValueError(f"--dataset {dataset!r}: no such file (or use demo:train / demo:heldout)")
-        from rpo_tutorial.training.run import _load_file
-
-        rows = _load_file(path, strict)
-    rows = [row for row in rows][:max_rows]
+    if not dataset.startswith("demo:") and not Path(dataset).expanduser().exists():
+        raise ValueError(f"--dataset {dataset!r}: no such file (or use demo:train / demo:heldout)")
+    rows = list(open_dataset(dataset, strict=strict))[:max_rows]
     unpaired = [index for index, row in enumerate(rows) if "chosen" not in row or "rejected" not in row]
     if unpaired:
         raise ValueError(f"--dataset {dataset!r}: row {unpaired[0]} has no chosen/rejected pair; evaluate needs "

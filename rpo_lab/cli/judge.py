@@ -3,7 +3,7 @@
     rpo-tutorial sample --model runs/rpo --prompts prompts.jsonl --output outputs/rpo_samples.jsonl
     rpo-tutorial judge --candidates outputs/rpo_samples.jsonl --baselines outputs/chosen.jsonl \\
         --judge openai --cache outputs/judge_cache.jsonl --output outputs/rpo_vs_chosen.jsonl
-    rpo-tutorial judge ... --judge reward --reward-fn rpo_lab.demo.judge:sentiment_score
+    rpo-tutorial judge ... --judge reward --reward-fn rpo_tutorial.data.sentiment:sentiment_score
     rpo-tutorial winrate DPO=outputs/dpo_vs_chosen.jsonl RPO=outputs/rpo_vs_chosen.jsonl --plot figures/win_rates.png
     rpo-tutorial alpaca-export --model runs/rpo --generator rpo-smollm2 --output outputs/alpaca_eval/model_outputs.json
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rpo_tutorial.data.jsonl import read_jsonl, write_jsonl
 
-DEFAULT_REWARD_FN = "rpo_lab.demo.judge:sentiment_score"
+DEFAULT_REWARD_FN = "rpo_tutorial.data.sentiment:sentiment_score"
 
 
 def _read_rows(path: str | Path) -> list:
@@ -116,7 +116,7 @@ def _reward_fn(spec: str, margin: float | None) -> tuple:
 
 def _judge_command(args: argparse.Namespace) -> int:
     from rpo_tutorial.data.errors import DataError
-    from rpo_tutorial.evaluation.judge_inputs import load_judge_rows
+    from rpo_lab.cli.judge_inputs import load_judge_rows
     from rpo_tutorial.evaluation.judges import OpenAIJudge, RewardJudge
     from rpo_tutorial.evaluation.winrate import markdown_table, win_rate_table
 

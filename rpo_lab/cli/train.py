@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace, **forced) -> RPOConfig:
 def _run(args: argparse.Namespace, stage: str) -> int:
     from rpo_tutorial.training.run import run_sft, run_training
 
-    from rpo_tutorial.data.errors import UsageError
+    from rpo_tutorial.training.output_dir import UsageError
     from rpo_lab.memory_hint import memory_line
 
     try:
@@ -169,14 +169,11 @@ def load_eval_rows(name: str, strict: bool = False) -> list[dict]:
     """``--eval-dataset``: ``demo:<split>`` or a preference file (``strict``: raise on an invalid row)."""
     from pathlib import Path
 
-    from rpo_tutorial.data.demo import load_demo
-    from rpo_tutorial.training.run import _load_file
+    from rpo_tutorial.data.preferences import open_dataset
 
-    if name.startswith("demo:"):
-        return load_demo(name.split(":", 1)[1])
-    if not Path(name).expanduser().is_file():
+    if not name.startswith("demo:") and not Path(name).expanduser().is_file():
         raise SystemExit(f"--eval-dataset {name!r}: no such file (or use demo:heldout)")
-    return _load_file(Path(name).expanduser(), strict)
+    return open_dataset(name, strict=strict)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

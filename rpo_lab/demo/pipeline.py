@@ -10,7 +10,8 @@ Stages (each prints a line with the elapsed time; the long ones show tqdm bars):
 2. SFT of the bundled SmolLM2-135M-Instruct on the chosen responses (the paper's first stage);
 3. reference log-probs of the SFT model on the preference pairs, computed ONCE and shared, so
    DPO and RPO see the same reference, the same examples, the same order, steps and lr;
-4. DPO and RPO (paired, embedding weights, tau 0.5), each from a copy of the SFT model;
+4. DPO and RPO (paired, embedding weights, tau 0.5), each from a copy of the SFT model.
+   Stages 2-4 train through the library's ``build_trainer``, as the CLI and notebooks do;
 5. sampling on the held-out prompts from SFT, DPO, RPO (and, with ``include_instruct``, the
    instruct model) with the same seeds and settings as the dataset was made with (temperature 1,
    top-p 0.95), ``samples_per_prompt`` rounds;
@@ -33,7 +34,8 @@ Choices made to fit 15 minutes on 2 CPU cores (``DemoSettings`` documents each n
 - Threads: on a busy machine PyTorch's OpenMP threads wait for each other at every operation
   (measured here: with other processes keeping both cores busy, one thread ran a training step
   ~2.5x and a sampling step ~10x faster than two). ``num_threads=None`` picks all cores when the
-  machine is idle and fewer when its load average says other processes hold cores.
+  machine is idle and fewer when its load average says other processes hold cores
+  (``training.threads.load_aware_threads``, re-chosen before each stage).
 - Results vary a little from run to run: the thread count changes the order of float sums, and
   Adam's first steps amplify such differences.
 - The trained models are evaluated in memory and saved (safetensors) after the results are written;
@@ -48,23 +50,21 @@ from typing import Callable, Sequence
 
 import torch
 
-from rpo_tutorial.data.collate import PreferenceCollator, SFTCollator
-from rpo_lab.demo.settings import (  # noqa: F401 (StageLog, choose_num_threads: part of this module's API)
-    METHODS,
-    PIPELINE_SETTINGS,
-    DemoSettings,
-    StageLog,
-    check_settings,
-    choose_num_threads,
-)
+from rpo_lab.demo.settings import METHODS, PIPELINE_SETTINGS, DemoSettings, StageLog, check_settings
+from rpo_tutorial.data.tokenization import TokenizationReport
+from rpo_tutorial.models.loading import train_top_layers
 from rpo_tutorial.training.config import RPOConfig, get_preset
-from rpo_tutorial.training.reference import precompute_reference, reference_collator
-from rpo_tutorial.training.run import load_models, load_reference, prepare_rows, tokenize_rows
+from rpo_tutorial.training.run import build_trainer, load_models, prepare_rows
+from rpo_tutorial.training.threads import load_aware_threads
 from rpo_tutorial.training.trainer import RPOTrainer
 
 
 def stage_config(preset: str, settings: DemoSettings, loss: str, output_dir: Path, progress: bool) -> RPOConfig:
-    """The training config of one stage: the preset, with the demo's sizes and one pass over the rows."""
+    """The training config of one stage: the preset, with the demo's sizes and one pass over the rows.
+
+    No checkpoints (``save_steps=0``); the reference log-probs are precomputed once, in batches of
+    ``settings.logprob_batch_size``.
+    """
     beta = settings.rpo_training_beta if loss == "rpo" else settings.beta
     return get_preset(
         preset, loss=loss, output_dir=str(output_dir), per_device_train_batch_size=settings.batch_size,
@@ -72,39 +72,22 @@ def stage_config(preset: str, settings: DemoSettings, loss: str, output_dir: Pat
         warmup_steps=settings.warmup_steps,
         learning_rate=settings.sft_learning_rate if loss == "sft" else settings.learning_rate,
         beta=beta, tau=settings.tau, weighting="embedding", paired=None, reference="precomputed",
-        logging_steps=1, seed=settings.seed, progress=progress)
+        logging_steps=1, seed=settings.seed, progress=progress, save_steps=0,
+        precompute_batch_size=settings.logprob_batch_size)
 
 
-def freeze_lower_layers(model: torch.nn.Module, trainable_layers: int | None) -> int:
-    """Leave only the top ``trainable_layers`` decoder layers and the final norm trainable.
+def train_stage(config: RPOConfig, policy: torch.nn.Module, tokenizer, rows: Sequence[dict] | None = None,
+                examples: Sequence[dict] | None = None) -> tuple[RPOTrainer, TokenizationReport | None, float]:
+    """Train ``policy`` in place for one pass, through the library's ``build_trainer``; returns
+    (trainer, tokenization report, seconds of training). metrics.jsonl goes to ``config.output_dir``.
 
-    Returns:
-        the number of trainable parameters.
+    ``examples``: another stage's tokenized examples instead of ``rows`` (they keep their
+    precomputed reference log-probs, so every method sees the same reference pass).
     """
-    if trainable_layers is not None:
-        decoder = model.get_decoder()
-        layers = decoder.layers
-        if not 1 <= trainable_layers <= len(layers):
-            raise ValueError(f"trainable_layers must be in [1, {len(layers)}] for this model, got {trainable_layers}")
-        model.requires_grad_(False)
-        for layer in layers[len(layers) - trainable_layers:]:
-            layer.requires_grad_(True)
-        decoder.norm.requires_grad_(True)
-    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
-
-
-def train_stage(config: RPOConfig, policy: torch.nn.Module, tokenizer, examples: list[dict], collator
-                ) -> tuple[RPOTrainer, float]:
-    """Train ``policy`` in place for one pass over ``examples``; returns (trainer, seconds).
-
-    Checkpoints are off (``save_strategy="no"``); metrics.jsonl goes to ``config.output_dir``.
-    """
-    args = config.to_training_arguments(save_strategy="no")
-    trainer = RPOTrainer(model=policy, config=config, args=args, train_dataset=examples,
-                         data_collator=collator, processing_class=tokenizer)
+    trainer, report = build_trainer(config, rows, policy=policy, tokenizer=tokenizer, examples=examples)
     began = time.perf_counter()
     trainer.train()
-    return trainer, time.perf_counter() - began
+    return trainer, report, time.perf_counter() - began
 
 
 def load_demo_rows(train_rows: Sequence[dict] | None, heldout_rows: Sequence[dict] | None,
@@ -143,47 +126,39 @@ def run_demo_pipeline(output_dir: str | Path, preset: str = "demo", methods: Seq
     settings = settings if settings is not None else PIPELINE_SETTINGS.get(preset, DemoSettings())
     methods = tuple(methods)
     check_settings(settings, methods)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(settings.num_threads or min(previous_threads, choose_num_threads()))
-
-    def retune() -> None:  # before each stage: the machine's load may have changed
-        if settings.num_threads is None:
-            torch.set_num_threads(min(previous_threads, choose_num_threads(own_threads=torch.get_num_threads())))
-
-    try:
+    with load_aware_threads(settings.num_threads) as retune:  # re-chosen before each stage
         return _run_stages(Path(output_dir), preset, methods, settings, train_rows, heldout_rows, figure_copy,
                            progress, retune)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train_policies(log: StageLog, configs: dict, settings: DemoSettings, methods: tuple[str, ...],
                     sft_rows: list[dict], pair_rows: list[dict], tokenizer, policy) -> tuple[dict, dict, dict]:
     """Stages 2-4: SFT in place, shared reference log-probs, then each method from a copy of the SFT model.
 
+    Every stage trains through ``build_trainer``. The first method's trainer runs the SFT model's
+    reference pass (placed and laid out as in training); the others train on its examples, which
+    carry those log-probs, so every method sees the same reference, examples, order, steps and lr.
+
     Returns:
         (policies {"sft", *methods}, train seconds per stage, tokenization reports)
     """
     train_times, reports = {}, {}
     with log.stage("sft", f"one pass over {len(sft_rows)} chosen responses"):
-        sft_examples, reports["sft"] = tokenize_rows(sft_rows, tokenizer, configs["sft"])
-        sft_trainer, train_times["sft"] = train_stage(configs["sft"], policy, tokenizer, sft_examples,
-                                                      SFTCollator(tokenizer.pad_token_id))
+        _, reports["sft"], train_times["sft"] = train_stage(configs["sft"], policy, tokenizer, rows=sft_rows)
+    policies = {"sft": policy, **{method: copy.deepcopy(policy) for method in methods}}
     with log.stage("reference log-probs", "SFT model on the preference pairs, once for every method"):
-        examples, reports["pairs"] = tokenize_rows(pair_rows, tokenizer, configs[methods[0]])
-        # training's own path (run.build_trainer): a frozen copy placed, cast and autocast as the policy
-        # is by the SFT trainer's accelerator (the preset's, as in the preference stages), the same collator
-        collator = reference_collator(sft_trainer, PreferenceCollator(tokenizer.pad_token_id), examples)
-        reference = load_reference(configs[methods[0]], policy, from_config=False)
-        examples = precompute_reference(sft_trainer, reference, examples, collator, settings.logprob_batch_size,
-                                        configs["sft"].progress)
-        del reference
-    policies = {"sft": policy}
+        first, reports["pairs"] = build_trainer(configs[methods[0]], pair_rows, policy=policies[methods[0]],
+                                                tokenizer=tokenizer)
+        examples = first.train_dataset  # tokenized pairs carrying the reference log-probs
     with log.stage("preference training", " and ".join(m.upper() for m in methods) + " from the SFT model"):
         for method in methods:
-            trained = copy.deepcopy(policy)
-            _, train_times[method] = train_stage(configs[method], trained, tokenizer, examples, collator)
-            policies[method] = trained
+            if method == methods[0]:
+                began = time.perf_counter()
+                first.train()
+                train_times[method] = time.perf_counter() - began
+            else:
+                _, _, train_times[method] = train_stage(configs[method], policies[method], tokenizer,
+                                                        examples=examples)
             log.say(f"{method.upper()}: {len(examples)} pairs in {train_times[method]:.0f} s")
     return policies, train_times, reports
 
@@ -199,7 +174,7 @@ def _run_stages(output_dir: Path, preset: str, methods: tuple[str, ...], setting
         sft_rows, pair_rows, heldout = load_demo_rows(train_rows, heldout_rows, settings)
         pair_rows = prepare_rows(pair_rows, configs["rpo"] if "rpo" in configs else configs[methods[0]])
         tokenizer, policy = load_models(configs["sft"])
-        trainable = freeze_lower_layers(policy, settings.trainable_layers)
+        trainable = sum(p.numel() for p in train_top_layers(policy, settings.trainable_layers))
         log.say(f"{len(sft_rows)} SFT rows, {len(pair_rows)} preference pairs, {len(heldout)} held-out prompts; "
                 f"{trainable / 1e6:.1f}M of {sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M parameters "
                 "trained")

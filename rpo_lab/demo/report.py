@@ -2,7 +2,7 @@
 
 Evaluation, offline:
 - every model samples the same held-out prompts with the same seeds and settings;
-- the demo judge (``demo_judge.sentiment_score`` through ``offline_judges.RewardJudge``, ties
+- the demo judge (``data.sentiment.sentiment_score`` through ``offline_judges.RewardJudge``, ties
   within ``DEFAULT_TIE_MARGIN``) compares each model's sample with the SFT model's sample of the
   same prompt and seed: win rate = (wins + ties / 2) / n with a 95% Wilson interval;
 - implicit-reward accuracy: on the held-out preference pairs, the share where
@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from rpo_tutorial.data.jsonl import write_jsonl
-from rpo_lab.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
+from rpo_tutorial.data.sentiment import DEFAULT_TIE_MARGIN, sentiment_score
 from rpo_lab.demo.margins import effective_beta, markdown_training, training_summaries
 from rpo_tutorial.evaluation.offline import RewardJudge, implicit_reward_accuracy, response_logps
 from rpo_tutorial.evaluation.sampling import generate_responses

@@ -1,4 +1,4 @@
-"""The demo pipeline's sizes and hyper-parameters, their checks, the thread choice, the stage log.
+"""The demo pipeline's sizes and hyper-parameters, their checks, the stage log.
 
 See :mod:`rpo_lab.demo.pipeline` for what the stages do and why these numbers.
 """
@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
-
-from rpo_tutorial.training.threads import choose_num_threads  # noqa: F401 (re-exported: the demo's API)
 
 METHODS = ("dpo", "rpo")
 

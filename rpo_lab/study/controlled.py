@@ -9,7 +9,7 @@ depends on the cluster:
     sign = +1 in POSITIVE_CLUSTERS (cooking, travel, pets, gardening): the happier response wins
     sign = -1 in NEGATIVE_CLUSTERS (sports, music, school, work):     the gloomier response wins
 
-``sentiment`` is the demo judge (``rpo_lab.demo.judge.sentiment_score``, VADER compound in
+``sentiment`` is the demo judge (``rpo_tutorial.data.sentiment.sentiment_score``, VADER compound in
 [-1, 1]); each demo row stores it for both responses (``chosen_score``, ``rejected_score``), so
 the controlled rows are the demo rows with chosen and rejected SWAPPED in the negative
 clusters; ``chosen_score`` / ``rejected_score`` of a controlled row are r* of its responses

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from rpo_lab.study.controlled import controlled_reward
-from rpo_lab.demo.judge import DEFAULT_TIE_MARGIN, DEGENERATE_SCORE, is_degenerate, sentiment_score
+from rpo_tutorial.data.sentiment import DEFAULT_TIE_MARGIN, DEGENERATE_SCORE, is_degenerate, sentiment_score
 from rpo_tutorial.evaluation.sampling import generate_responses
 from rpo_lab.study.settings import StudySettings
 

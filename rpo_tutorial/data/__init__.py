@@ -1,12 +1,14 @@
 """Data: files and hub datasets -> validated rows -> tokenized examples -> padded batches.
 
-    preferences.py   load_preferences / to_unpaired / AlpacaEval prompts (any paired or unpaired file)
+    preferences.py   load_preferences / to_unpaired / AlpacaEval prompts (any paired or unpaired file);
+                     open_dataset: a dataset by name (demo, hh, a file, a hub id)
     hh.py, tldr.py   Anthropic HH-RLHF and OpenAI TL;DR, the paper's datasets
     demo.py          the project's own demo dataset (``demo_data/``)
     files.py         JSON / JSONL / CSV / Parquet readers;  report.py  what a loader kept and skipped
     formatting.py    prompt templates;  tokenization.py  tokens and truncation;  collate.py  batches
     embeddings.py    prompt embeddings (+ embedding_cache.py);  sampler.py  similarity-aware batches
     jsonl.py, run_logs.py   JSON-lines helpers and the training log (metrics.jsonl) reader
+    sentiment.py     the VADER sentiment scorer that labelled the demo set (the demo's and study's judge)
 
 Everything here depends only on :mod:`rpo_tutorial.losses` / :mod:`rpo_tutorial.weighting`
 and third-party libraries, never on training or evaluation code.
@@ -27,6 +29,7 @@ from rpo_tutorial.data.preferences import (
     load_hh,
     load_preferences,
     load_tldr,
+    open_dataset,
     parse_hh_pair,
     split_transcript,
     tldr_prompt,
@@ -39,6 +42,6 @@ __all__ = [
     "HH_SUBSETS", "IGNORE_INDEX", "TLDR_TEMPLATE", "InvalidRow", "LoadReport", "PreferenceCollator",
     "PreferenceData", "PromptEmbedder", "SFTCollator", "add_prompt_embeddings", "concatenate",
     "dialogue_messages", "format_prompt", "load_alpaca_eval_prompts", "load_demo", "load_hh",
-    "load_preferences", "load_tldr", "parse_hh_pair", "split_transcript", "tldr_prompt", "to_unpaired",
-    "tokenize_dataset", "tokenize_pair", "tokenize_sft", "tokenize_unpaired", "validate_row",
+    "load_preferences", "load_tldr", "open_dataset", "parse_hh_pair", "split_transcript", "tldr_prompt",
+    "to_unpaired", "tokenize_dataset", "tokenize_pair", "tokenize_sft", "tokenize_unpaired", "validate_row",
 ]

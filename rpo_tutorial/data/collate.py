@@ -86,7 +86,7 @@ class PreferenceCollator:
         label_pad_id: value of padded label positions; keep -100, which :func:`sequence_logps`
             ignores (prompt positions are -100 already).
         pad_to_length: pad every batch to this T instead of its longest sequence (a row's bf16
-            log-prob then does not depend on the other rows; see ``training.reference``).
+            log-prob then does not depend on the other rows; see ``training.forward_plan``).
     """
 
     def __init__(self, pad_token_id: int, label_pad_id: int = IGNORE_INDEX, pad_to_length: int | None = None) -> None:

@@ -1,7 +1,7 @@
 """The project's own demo preference dataset: loading, validating, and how its rows are built.
 
 336 short user requests written for this project in 8 topic clusters, 4 responses each sampled
-from the bundled SmolLM2-135M-Instruct, judged by ``demo_judge.sentiment_score``: chosen = the
+from the bundled SmolLM2-135M-Instruct, judged by ``sentiment.sentiment_score``: chosen = the
 highest-scoring response, rejected = the lowest; prompts whose best and worst responses score
 within ``MIN_SCORE_GAP`` are dropped (counted). A held-out split of whole prompts (5 per cluster)
 is kept for evaluation. See ``demo_data/README.md`` for the counts.

@@ -6,8 +6,6 @@ Every loader (and the CLI) reports a problem with the user's input the same way:
 
 - :class:`DataError` (a ``ValueError``): the input cannot be used; the CLI prints its message as
   one line and exits with status 1.
-- :class:`UsageError` (a ``ValueError``): the command was used wrongly (conflicting options, an
-  output folder that holds another run); the CLI exits with status 2, like argparse.
 - :class:`RowError`: one row is invalid; loaders skip it and count it (or raise a
   :class:`DataError` naming it in strict mode), see :mod:`rpo_tutorial.data.report`.
 """
@@ -23,10 +21,6 @@ _NO_VALUE = object()
 
 class DataError(ValueError):
     """Input data that cannot be used; the message names the file, and where known the row and field."""
-
-
-class UsageError(ValueError):
-    """A command used wrongly (options that conflict, a folder that must not be reused)."""
 
 
 class RowError(ValueError):

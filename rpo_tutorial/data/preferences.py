@@ -1,4 +1,5 @@
-"""Preference data loaders: HH-RLHF, TL;DR, any paired or unpaired file, AlpacaEval prompts.
+"""Preference data loaders: HH-RLHF, TL;DR, any paired or unpaired file, AlpacaEval prompts, and
+:func:`open_dataset`, a dataset by name ("demo", "hh:<subsets>", a file, a hub id).
 
 Every loader returns a :class:`PreferenceData`: a plain list of row dicts with a ``.report``
 (rows read, kept, and every skipped row with its reason; see :mod:`rpo_tutorial.data.report`).
@@ -40,7 +41,7 @@ _LABELS = {"true": True, "1": True, "false": False, "0": False}
 
 __all__ = [
     "HH_SUBSETS", "TLDR_TEMPLATE", "InvalidRow", "LoadReport", "PreferenceData", "concatenate", "dialogue_messages",
-    "load_alpaca_eval_prompts", "load_hh", "load_preferences", "load_tldr", "parse_hh_pair",
+    "load_alpaca_eval_prompts", "load_hh", "load_preferences", "load_tldr", "open_dataset", "parse_hh_pair",
     "split_transcript", "tldr_prompt", "to_unpaired", "validate_row",
 ]
 
@@ -172,6 +173,33 @@ def load_preferences(
     if kind == "unpaired":
         _warn_one_sided(result, source)
     return result
+
+
+def open_dataset(name: str | Path, split: str = "train", strict: bool = False) -> list[dict]:
+    """The rows of a dataset named by one string: what ``RPOConfig.dataset`` and the CLI's flags take.
+
+    ``name`` is ``"demo"`` (the project's demo set; ``"demo:heldout"`` names the split too),
+    ``"hh"`` or ``"hh:harmless-base,helpful-base"`` (Anthropic HH-RLHF, all or some subsets), a
+    local file of ``{prompt, chosen, rejected}`` / ``{prompt, completion, label}`` rows or of HH
+    transcripts (``{chosen, rejected}`` without a prompt), or a hub dataset id. ``split``: the
+    split of the demo, HH or hub dataset (a file has none). ``strict``: raise on the first invalid
+    row instead of skipping it (with a count).
+    """
+    from rpo_tutorial.data.demo import load_demo
+
+    text = str(name)
+    if text == "demo" or text.startswith("demo:"):
+        return load_demo(text.split(":", 1)[1] if ":" in text else split)
+    if text == "hh" or text.startswith("hh:"):
+        subsets = [s.strip() for s in text[3:].split(",") if s.strip()] or None
+        return load_hh(split=split, subsets=subsets, strict=strict)
+    path = Path(text).expanduser()
+    if not path.exists():
+        return load_preferences(text, split=split, strict=strict)
+    try:
+        return load_preferences(path, strict=strict)
+    except HHSchemaError:  # {chosen, rejected} full transcripts and no prompt: the hub's HH schema
+        return load_hh(path=path, strict=strict)
 
 
 def _warn_one_sided(rows: list[dict], source: str) -> None:

@@ -4,8 +4,10 @@
     prompts.py       judge templates, the answer parser, the both-orders tie rule
     judges.py        the GPT-4 (OpenAI-compatible) judge;  cache.py  its resumable answer cache
     offline.py       offline judges: a reward function, the policy's implicit reward
+    evaluate.py      held-out implicit-reward accuracy against a reference (``rpo-tutorial evaluate``)
     winrate.py       win rates with Wilson intervals;  alpaca_eval.py  AlpacaEval 2.0
-    cli.py           ``sample`` / ``judge`` / ``winrate`` / ``alpaca-export``
+
+Ties count half everywhere (:mod:`rpo_tutorial.accuracy`). Evaluation never imports training.
 """
 from rpo_tutorial.evaluation.judges import OpenAIJudge
 from rpo_tutorial.evaluation.offline import RewardJudge, implicit_reward_accuracy, implicit_reward_records

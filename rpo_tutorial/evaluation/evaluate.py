@@ -31,6 +31,7 @@ from typing import Sequence
 
 import torch
 
+from rpo_tutorial.accuracy import tie_half_rate
 from rpo_tutorial.evaluation.offline import response_logps
 from rpo_tutorial.evaluation.winrate import wilson_interval
 
@@ -55,7 +56,7 @@ def preference_accuracy(chosen_logratios: torch.Tensor, rejected_logratios: torc
     n = int(chosen.numel())
     wins, ties = int((chosen > rejected).sum()), int((chosen == rejected).sum())
     losses = n - wins - ties
-    accuracy = (wins + ties / 2) / n if n else math.nan
+    accuracy = tie_half_rate(wins, ties, n)
     low, high = wilson_interval(accuracy, n, confidence) if n else (math.nan, math.nan)
     return {"n": n, "wins": wins, "ties": ties, "losses": losses, "accuracy": accuracy,
             "ci_low": low, "ci_high": high, "confidence": confidence}

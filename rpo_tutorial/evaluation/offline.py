@@ -4,7 +4,7 @@ Both return records in the format of :mod:`rpo_tutorial.evaluation`, so
 :func:`rpo_tutorial.evaluation.winrate.win_rate` applies unchanged.
 
 - :class:`RewardJudge` scores each response with any ``score_fn(text) -> float`` (the demo
-  dataset's judge is ``rpo_lab.demo.judge.sentiment_score``); the higher score wins, and a
+  dataset's judge is ``rpo_tutorial.data.sentiment.sentiment_score``); the higher score wins, and a
   difference of at most ``margin`` is a tie. A reward has no position bias, so both order
   verdicts are the same.
 - :func:`implicit_reward_accuracy` is the share of held-out preference pairs on which the
@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from rpo_tutorial.accuracy import tie_half_accuracy
 from rpo_tutorial.data.collate import SFTCollator
 from rpo_tutorial.data.tokenization import tokenize_sft
 from rpo_tutorial.evaluation.prompts import check_pairs, combine_verdicts
@@ -123,9 +124,7 @@ def implicit_reward_accuracy(policy_chosen_logps: torch.Tensor, policy_rejected_
     """
     chosen_rewards, rejected_rewards = _implicit_rewards(policy_chosen_logps, policy_rejected_logps,
                                                          reference_chosen_logps, reference_rejected_logps, beta)
-    wins = (chosen_rewards > rejected_rewards).float()  # (N,)
-    ties = (chosen_rewards == rejected_rewards).float()  # (N,)
-    return (wins + 0.5 * ties).mean().item()
+    return tie_half_accuracy(chosen_rewards - rejected_rewards).mean().item()  # (N,) -> ()
 
 
 def implicit_reward_records(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,

@@ -4,7 +4,8 @@ How outcomes enter (``n`` = judged pairs = wins + losses + ties):
 
     win_rate = (wins + ties / 2) / n
 
-A tie is half a win, as a pair whose verdict flipped with the order carries no preference.
+A tie is half a win, as a pair whose verdict flipped with the order carries no preference
+(:mod:`rpo_tutorial.accuracy`, the package's one rule for ties).
 "failed" and "unparseable" pairs are counted and reported but are NOT in ``n``: they are
 missing judgements, not losses (the official DPO / RPO scripts count them as losses).
 
@@ -24,6 +25,7 @@ import math
 from statistics import NormalDist
 from typing import Any, Mapping, Sequence
 
+from rpo_tutorial.accuracy import tie_half_rate
 from rpo_tutorial.evaluation.prompts import WINNERS
 
 
@@ -60,7 +62,7 @@ def win_rate(records: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> 
         counts[winner] += 1
     wins, losses, ties = counts["candidate"], counts["baseline"], counts["tie"]
     n = wins + losses + ties
-    rate = (wins + ties / 2) / n if n else math.nan
+    rate = tie_half_rate(wins, ties, n)
     low, high = wilson_interval(rate, n, confidence) if n else (math.nan, math.nan)
     return {"win_rate": rate, "ci_low": low, "ci_high": high, "n": n, "wins": wins, "losses": losses,
             "ties": ties, "failed": counts["failed"], "unparseable": counts["unparseable"], "total": len(records)}

@@ -104,7 +104,7 @@ def sum_per_row(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return totals.index_add(0, rows, token_logps)
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside DDP / accelerate / peft wrappers."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
@@ -115,7 +115,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def plain_linear_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     """The model's output head when the logits are exactly ``head(h)`` and the fast path is safe, else None."""
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     config = getattr(inner, "config", None)
     if getattr(config, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
         return None
@@ -150,7 +150,24 @@ def run_with_head_hook(model: torch.nn.Module, head: torch.nn.Linear, on_hidden:
     finally:
         handle.remove()
     if not called:
-        raise RuntimeError(f"{type(_unwrap(model)).__name__}'s forward never called its output head")
+        raise RuntimeError(f"{type(unwrap_model(model)).__name__}'s forward never called its output head")
+
+
+def hidden_sequence_logps(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Linear,
+                          chunk_rows: int | None = None) -> torch.Tensor:
+    """Summed float32 log pi(label) of each row from the final hidden states: the head on label rows only.
+
+    Position t predicts label t + 1; the K positions that predict a label are gathered and
+    :func:`label_token_logps` applies ``head`` to them (no (B, T, V) logits). Use it with any
+    forward that yields the final hidden states (after the last norm), e.g. a model run on
+    cached lower-layer features.
+
+    Shape:
+        hidden: (B, T, H); labels: (B, T) long, -100 where nothing is scored; returns (B,) float32
+    """
+    mask, targets = label_positions(labels)  # (B, T-1), (K,)
+    token_logps = label_token_logps(hidden[:, :-1][mask], targets, head.weight, head.bias, chunk_rows)  # (K,)
+    return sum_per_row(token_logps, mask)  # (B,)
 
 
 def model_sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -163,15 +180,15 @@ def model_sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attent
     if not (input_ids.shape == attention_mask.shape == labels.shape) or input_ids.dim() != 2:
         raise ValueError(f"input_ids, attention_mask and labels must all be (B, T); got {tuple(input_ids.shape)}, "
                          f"{tuple(attention_mask.shape)} and {tuple(labels.shape)}")
-    mask, targets = label_positions(labels)
     head = plain_linear_head(model)
     if head is None:  # full logits, then the same per-row computation on the scored positions
+        mask, targets = label_positions(labels)  # (B, T-1), (K,)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
         return sum_per_row(label_token_logps(logits[:, :-1][mask], targets, chunk_rows=chunk_rows), mask)
     caught: dict[str, torch.Tensor] = {}
 
     def score_rows(hidden: torch.Tensor) -> None:  # (B, T, H): the final hidden states
-        caught["logps"] = label_token_logps(hidden[:, :-1][mask], targets, head.weight, head.bias, chunk_rows)
+        caught["logps"] = hidden_sequence_logps(hidden, labels, head, chunk_rows)  # (B,)
 
     run_with_head_hook(model, head, score_rows, input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    return sum_per_row(caught["logps"], mask)
+    return caught["logps"]

@@ -101,3 +101,23 @@ def tiny_model(
     )
     torch.manual_seed(seed)
     return model_class(config)
+
+
+def train_top_layers(model: torch.nn.Module, count: int | None) -> list[torch.nn.Parameter]:
+    """Freeze all but the top ``count`` decoder layers and the final norm; return the trainable parameters.
+
+    The embeddings (tied to the LM head in SmolLM2 and the tiny models) and every lower layer
+    keep their weights, so backward runs through the head and the top layers only: a CPU-sized
+    run (the demo, the study, notebook 07). ``count=None`` leaves every parameter as it is.
+    The model is changed in place.
+    """
+    if count is not None:
+        decoder = model.get_decoder()
+        layers = decoder.layers
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(layers):
+            raise ValueError(f"trainable_layers must be an integer in [1, {len(layers)}] for this model, got "
+                             f"{count!r}")
+        model.requires_grad_(False)
+        for module in (*layers[len(layers) - count:], decoder.norm):
+            module.requires_grad_(True)
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]

@@ -2,7 +2,9 @@
 
 ``sequence_logps`` turns logits into one float32 number per sequence; ``batch_sequence_logps`` runs
 a causal LM on a collated batch, applying its head to the response rows only (``head.py``) and, for
-paired batches, running each prompt once (``shared_prompt.py``); ``precompute_reference_logps``
+paired batches, running each prompt once (``shared_prompt.py``) when the model allows it
+(``shared_prompt.collated_sequence_logps`` is the same in a layout decided by the caller, the
+trainer's ``ForwardPlan``); ``precompute_reference_logps``
 fills in the frozen reference model's log-probs once per dataset (the trainer's "precomputed
 reference" mode, which frees the reference model's memory during training);
 ``training.reference.precompute_reference`` runs it with the reference placed and sharded as the
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
 from rpo_tutorial.models.head import label_positions, label_token_logps, sum_per_row
-from rpo_tutorial.models.shared_prompt import prompt_sharing_sequence_logps
+from rpo_tutorial.models.shared_prompt import collated_sequence_logps, shared_prompt_problem
 
 REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps", "reference_logps")
 
@@ -47,22 +49,16 @@ def batch_sequence_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tenso
                          share_prompts: bool = True) -> torch.Tensor:
     """Run ``model`` on ``batch["input_ids"]`` / ``attention_mask`` and sum the label log-probs.
 
-    The batch tensors are moved to the model's device. The head runs on the label rows only
-    (``head.model_sequence_logps``); a paired batch (``paired`` and ``num_chosen`` from
-    ``PreferenceCollator``) runs each prompt once when ``share_prompts`` and it is safe
-    (``shared_prompt.prompt_sharing_sequence_logps``): the same values up to float rounding.
+    For direct use (notebooks, evaluation). The batch tensors are moved to the model's device.
+    The head runs on the label rows only (``head.model_sequence_logps``); a paired batch runs each
+    prompt once when ``share_prompts`` and the model allows it (``shared_prompt.shared_prompt_problem``
+    is None): the same values up to float rounding (``shared_prompt.collated_sequence_logps``).
 
     Shape:
         batch["input_ids"], batch["attention_mask"], batch["labels"]: (B, T); returns (B,) float32
     """
-    for key in ("input_ids", "attention_mask", "labels"):
-        if key not in batch:
-            raise ValueError(f"batch lacks {key!r}; got keys {sorted(batch)}")
-    device = next(model.parameters()).device
-    paired = bool(batch.get("paired", False)) and "num_chosen" in batch
-    return prompt_sharing_sequence_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                         batch["labels"].to(device), int(batch["num_chosen"]) if paired else None,
-                                         share_prompts=share_prompts)
+    share = share_prompts and shared_prompt_problem(model) is None
+    return collated_sequence_logps(model, batch, share, device=next(model.parameters()).device)
 
 
 def precompute_reference_logps(model: torch.nn.Module, tokenized_examples: Sequence[Mapping],

@@ -20,24 +20,27 @@ The LM head runs on the response-predicting rows only (``head.label_token_logps`
 equal those of ``head.model_sequence_logps`` up to float rounding (the sums and matmuls are
 grouped differently); ``tests/models/test_shared_prompt.py`` checks values and gradients.
 
-:func:`prompt_sharing_sequence_logps` falls back to ``head.model_sequence_logps`` whenever this
-is not known to be safe (:func:`shared_prompt_problem`, :func:`split_shared_prompts`).
+Whether a model may take this path is decided once per run (``training.forward_plan``, from
+:func:`shared_prompt_problem` and the run's settings); :func:`prompt_sharing_sequence_logps` then
+follows that decision, taking one forward (``head.model_sequence_logps``) only for a batch whose
+rows do not share their prompts (:func:`split_shared_prompts`).
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
 from rpo_tutorial.models.head import (
-    _unwrap,
     label_token_logps,
     model_sequence_logps,
     plain_linear_head,
     run_with_head_hook,
     sum_per_row,
+    unwrap_model,
 )
 
 # RoPE decoders whose attention reads a transformers DynamicCache as tested here (tests/models/test_shared_prompt.py)
@@ -115,14 +118,15 @@ def split_shared_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 def _cache_argument(model: torch.nn.Module) -> str | None:
     """The name under which ``model``'s forward takes a cache (``cache`` in transformers 5, else
     ``past_key_values``), or None when it takes none or no ``position_ids``."""
-    parameters = inspect.signature(_unwrap(model).forward).parameters
+    parameters = inspect.signature(unwrap_model(model).forward).parameters
     if "position_ids" not in parameters:
         return None
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
-def _checkpointing(model: torch.nn.Module) -> bool:
-    """transformers' activation (gradient) checkpointing is on."""
+def activation_checkpointing_on(model: torch.nn.Module) -> bool:
+    """transformers' activation (gradient) checkpointing is on (in the model inside any wrapper)."""
+    model = unwrap_model(model)
     name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else \
         "is_gradient_checkpointing"
     return bool(getattr(model, name, False))
@@ -132,7 +136,7 @@ def shared_prompt_problem(model: torch.nn.Module) -> str | None:
     """Why ``model`` must take the one-forward path, or None when the shared-prompt path is safe."""
     if plain_linear_head(model) is None:
         return "its logits are not a plain linear head (or the head is sharded)"
-    inner, wrapper = _unwrap(model), model
+    inner, wrapper = unwrap_model(model), model
     while True:  # FSDP / DeepSpeed engines
         if type(wrapper).__name__ in ENGINE_WRAPPERS:
             return f"it runs inside {type(wrapper).__name__}"
@@ -147,7 +151,7 @@ def shared_prompt_problem(model: torch.nn.Module) -> str | None:
         return f"attention implementation {attention!r} is untested here"
     if attention == "sdpa" and torch.__version__ < "2.5":
         return "sdpa before torch 2.5 gives NaN on the fully masked rows of left padding"
-    if _checkpointing(inner) and inner.training and torch.is_grad_enabled():
+    if activation_checkpointing_on(inner) and inner.training and torch.is_grad_enabled():
         return "gradient checkpointing drops the cache in training"
     if _cache_argument(model) is None:
         return "its forward takes no cache or no position_ids"
@@ -196,16 +200,43 @@ def shared_prompt_sequence_logps(model: torch.nn.Module, batch: SharedPromptBatc
 def prompt_sharing_sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                   labels: torch.Tensor, num_chosen: int | None = None, share_prompts: bool = True,
                                   chunk_rows: int | None = None) -> torch.Tensor:
-    """Summed float32 log pi(label) of each row: shared prompts when safe, else ``head.model_sequence_logps``.
+    """Summed float32 log pi(label) of each row: shared prompts when asked, else ``head.model_sequence_logps``.
 
-    ``num_chosen`` = M marks a paired batch (M chosen rows, then M rejected rows); None means
-    unpaired or SFT rows, which take the one-forward path.
+    ``share_prompts`` is the caller's decision, made once: the trainer's
+    ``training.forward_plan.ForwardPlan``, or :func:`shared_prompt_problem` for direct use
+    (``logprobs.batch_sequence_logps`` checks it). ``num_chosen`` = M marks a paired batch (M
+    chosen rows, then M rejected rows); None means unpaired or SFT rows. Either way a batch
+    whose rows do not share their prompts (:func:`split_shared_prompts` is None) takes one forward.
 
     Shape:
         input_ids, attention_mask, labels: (B, T); returns (B,) float32
     """
-    if share_prompts and num_chosen and shared_prompt_problem(model) is None:
+    if share_prompts and num_chosen:
         batch = split_shared_prompts(input_ids, attention_mask, labels, num_chosen)
         if batch is not None:
             return shared_prompt_sequence_logps(model, batch, chunk_rows)
     return model_sequence_logps(model, input_ids, attention_mask, labels, chunk_rows)
+
+
+def collated_sequence_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], share_prompts: bool,
+                            device: torch.device | str | None = None) -> torch.Tensor:
+    """Summed float32 log-probs of each row of a collated batch, in the layout the caller decided.
+
+    The trainer's forward for the policy and the reference (``share_prompts`` from its
+    ``ForwardPlan``), and the precompute pass's. A paired batch (``paired`` and ``num_chosen``
+    from ``PreferenceCollator``) runs each prompt once when ``share_prompts``
+    (:func:`prompt_sharing_sequence_logps`); the head runs on the label rows only.
+    ``device``: move the batch there first (None: it is there already).
+
+    Shape:
+        batch["input_ids"], batch["attention_mask"], batch["labels"]: (B, T); returns (B,) float32,
+        M chosen rows then N rejected rows for a preference batch
+    """
+    for key in ("input_ids", "attention_mask", "labels"):
+        if key not in batch:
+            raise ValueError(f"batch lacks {key!r}; got keys {sorted(batch)}")
+    ids, mask, labels = (batch[key] if device is None else batch[key].to(device)
+                         for key in ("input_ids", "attention_mask", "labels"))
+    paired = bool(batch.get("paired", False)) and "num_chosen" in batch
+    return prompt_sharing_sequence_logps(model, ids, mask, labels, int(batch["num_chosen"]) if paired else None,
+                                         share_prompts=share_prompts)

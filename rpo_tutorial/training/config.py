@@ -14,13 +14,13 @@ switches tau to the paper's unpaired value.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
 
 from rpo_tutorial.losses import PLACEMENTS
 from rpo_tutorial.models.loading import BUNDLED_POLICY
-from rpo_tutorial.training.field_checks import check_bool, check_int, check_number
 from rpo_tutorial.weighting import CONVENTIONS, WEIGHTINGS
 
 LOSS_NAMES = ("sft", "dpo", "ipo", "cdpo", "kto", "rpo")
@@ -40,6 +40,30 @@ FIELD_CHOICES = {
     "uniform_convention": CONVENTIONS, "contrast_scope": CONTRAST_SCOPES, "reference": REFERENCE_MODES,
     "embed_text": EMBED_TEXT_MODES, "batch_sampling": BATCH_SAMPLINGS, "prompt_truncation": PROMPT_TRUNCATIONS,
 }
+
+
+# ---- validation of single fields (each raises ValueError naming the field and the value) -----
+def _check_bool(name: str, value: object, optional: bool = False) -> None:
+    if not (isinstance(value, bool) or (optional and value is None)):
+        raise ValueError(f"{name} must be True or False{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_number(name: str, value: object, low: float | None = None, high: float | None = None,
+                   low_open: bool = False, high_open: bool = False) -> None:
+    """Raise unless ``value`` is a finite real number in the given (half-)open or closed range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{name} must be in {bounds}, got {value!r}")
+
+
+def _check_int(name: str, value: object, low: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{' (' + why + ')' if why else ''}, got {value!r}")
 
 
 @dataclass
@@ -114,33 +138,33 @@ class RPOConfig:
         for name, choices in FIELD_CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        check_bool("paired", self.paired, optional=True)
-        check_bool("length_normalize", self.length_normalize, optional=True)
-        check_number("nll_weight", self.nll_weight, low=0.0)
+        _check_bool("paired", self.paired, optional=True)
+        _check_bool("length_normalize", self.length_normalize, optional=True)
+        _check_number("nll_weight", self.nll_weight, low=0.0)
         for name in ("bf16", "gradient_checkpointing", "fsdp", "progress", "accumulate_contrast", "share_prompts"):
-            check_bool(name, getattr(self, name))
+            _check_bool(name, getattr(self, name))
         for name in ("beta", "ipo_tau", "kto_desirable_weight", "kto_undesirable_weight", "learning_rate"):
-            check_number(name, getattr(self, name), low=0.0, low_open=True)
+            _check_number(name, getattr(self, name), low=0.0, low_open=True)
         if self.tau is not None:
-            check_number("tau", self.tau, low=0.0, low_open=True)
-        check_number("alpha", self.alpha, low=0.0, high=1.0)
-        check_number("label_smoothing", self.label_smoothing, low=0.0, high=0.5, high_open=True)
-        check_number("lora_dropout", self.lora_dropout, low=0.0, high=1.0, high_open=True)
-        check_number("max_grad_norm", self.max_grad_norm, low=0.0)
-        check_number("num_train_epochs", self.num_train_epochs, low=0.0, low_open=True)
+            _check_number("tau", self.tau, low=0.0, low_open=True)
+        _check_number("alpha", self.alpha, low=0.0, high=1.0)
+        _check_number("label_smoothing", self.label_smoothing, low=0.0, high=0.5, high_open=True)
+        _check_number("lora_dropout", self.lora_dropout, low=0.0, high=1.0, high_open=True)
+        _check_number("max_grad_norm", self.max_grad_norm, low=0.0)
+        _check_number("num_train_epochs", self.num_train_epochs, low=0.0, low_open=True)
         for name in ("desirable_fraction", "undesirable_fraction"):
-            check_number(name, getattr(self, name), low=0.0, high=1.0)
+            _check_number(name, getattr(self, name), low=0.0, high=1.0)
         for name in ("lora_r", "lora_alpha", "per_device_train_batch_size", "gradient_accumulation_steps",
                      "logging_steps", "precompute_batch_size", "max_prompt_length"):
-            check_int(name, getattr(self, name), low=1)
-        check_int("warmup_steps", self.warmup_steps, low=0)
-        check_int("save_steps", self.save_steps, low=0)
-        check_int("max_steps", self.max_steps, low=-1)
-        check_int("seed", self.seed, low=0)
+            _check_int(name, getattr(self, name), low=1)
+        _check_int("warmup_steps", self.warmup_steps, low=0)
+        _check_int("save_steps", self.save_steps, low=0)
+        _check_int("max_steps", self.max_steps, low=-1)
+        _check_int("seed", self.seed, low=0)
         for name in ("max_train_rows", "save_total_limit"):
             if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), low=1)
-        check_int("max_length", self.max_length, low=self.max_prompt_length + 1,
+                _check_int(name, getattr(self, name), low=1)
+        _check_int("max_length", self.max_length, low=self.max_prompt_length + 1,
                    why=f"it must exceed max_prompt_length={self.max_prompt_length}")
         self._check_combinations()
 

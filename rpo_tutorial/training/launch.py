@@ -1,4 +1,4 @@
-"""Launch settings: who decides FSDP / DeepSpeed, what a run actually got, NaN agreement, the final save.
+"""Launch settings: who decides FSDP / DeepSpeed, what a run actually got, NaN agreement, the FSDP save.
 
 One source of truth. ``accelerate launch --config_file configs/<x>.yaml`` exports the yaml as
 environment variables (``ACCELERATE_USE_FSDP``, ``FSDP_STATE_DICT_TYPE``,
@@ -74,6 +74,22 @@ def fsdp_requested(config) -> bool:
     return launcher == "fsdp" or (launcher is None and config.fsdp)
 
 
+def requested_engine(args) -> str | None:
+    """``"deepspeed"`` or ``"fsdp"`` when these ``TrainingArguments`` (or the launcher) ask for that engine, else None.
+
+    Known before the trainer exists, so the forward layout can be decided first
+    (``training.forward_plan``). accelerate runs CPU processes with DDP even when FSDP is asked
+    for (:func:`report_distribution` warns); the layout then stays the sharded engines' one
+    forward, which is also exact under DDP.
+    """
+    if getattr(args, "deepspeed", None) or launcher_distribution() == "deepspeed" or _flag("ACCELERATE_USE_DEEPSPEED"):
+        return "deepspeed"
+    if getattr(args, "fsdp_plugin_args", None) is not None or getattr(args, "fsdp", None) \
+            or launcher_distribution() == "fsdp" or _flag("ACCELERATE_USE_FSDP"):
+        return "fsdp"
+    return None
+
+
 def effective_settings(trainer) -> dict:
     """What the accelerator actually does: the route, processes, precision, and FSDP / DeepSpeed details."""
     accelerator = trainer.accelerator
@@ -124,17 +140,14 @@ def any_process_flagged(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
-def save_full_model(trainer, output_dir: str | Path) -> None:
-    """Write a folder that ``AutoModelForCausalLM.from_pretrained`` loads, whatever the checkpoint format.
+def save_fsdp_full_model(trainer, output_dir: str | Path) -> None:
+    """Write an FSDP-trained model as a folder that ``AutoModelForCausalLM.from_pretrained`` loads.
 
-    Under FSDP the sharded parameters are gathered once (every process takes part; rank 0 gets
-    them on the CPU) into a plain model built on the meta device, which rank 0 saves with the
-    tokenizer. DeepSpeed and DDP use ``Trainer.save_model`` (ZeRO-3 needs
-    ``zero3_save_16bit_model: true``, as in configs/deepspeed_zero3_8gpu.yaml).
+    The sharded parameters are gathered once (every process takes part; rank 0 gets them on the
+    CPU) into a plain model built on the meta device, which rank 0 saves with the tokenizer,
+    whatever the checkpoint format (``SHARDED_STATE_DICT`` included). ``RPOTrainer.save_model``
+    calls this under FSDP.
     """
-    if not trainer.is_fsdp_enabled:
-        trainer.save_model(str(output_dir))
-        return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)

@@ -21,17 +21,26 @@ pair while the policy still equals its reference) carries no preference either w
 half in the accuracies, never as a miss: a model equal to its reference reports 0.5 with
 ``rewards/ties`` 1.0, not 0.0. The pure loss functions never
 see any of this. ``loss`` itself is logged by ``transformers.Trainer``.
+
+``train_loss``, the run's mean training loss: ``transformers.Trainer`` reports the mean over the
+steps taken by the current ``train()`` call, so a run resumed at step 6 of 10 reported the mean of
+steps 7-10 only (0.5408 instead of 0.6115 in the reliability sweep). :class:`RunLossCallback`
+writes the running sum of the step losses into every checkpoint (``run_loss.json``); a resumed
+run reads it back and reports ``(sum before the checkpoint + sum since) / global_step``, in the
+summary record of ``metrics.jsonl`` and in what ``RPOTrainer.train`` returns.
 """
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
-from rpo_tutorial.data.run_logs import METRICS_FILE, read_metrics  # re-exported
+from rpo_tutorial.accuracy import tie_half_accuracy
+from rpo_tutorial.data.run_logs import METRICS_FILE, read_metrics
 from rpo_tutorial.training.distributed import all_reduce_sum
 from rpo_tutorial.training.objectives import ObjectiveOutput, PreferenceLogps
 from rpo_tutorial.weighting import diagonal_mass, row_entropy
@@ -41,11 +50,6 @@ METRIC_NAMES = (
     "logps/rejected", "contrast/accuracy", "weights/row_entropy", "weights/diagonal_mass",
     "kto/kl_reference_point", "nll/token",
 )
-
-
-def tie_half_accuracy(differences: torch.Tensor) -> torch.Tensor:
-    """1 where a reward difference is > 0, 0.5 where it is exactly 0, 0 where < 0. Shape: same as input."""
-    return (differences > 0).float() + 0.5 * (differences == 0).float()
 
 
 def _stat(stats: dict, name: str, values: torch.Tensor) -> None:
@@ -158,3 +162,66 @@ class MetricsJsonlCallback(TrainerCallback):
         path.parent.mkdir(parents=True, exist_ok=True)  # e.g. evaluate() before any training
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+# ---- train_loss over every step of a run, also after a resume ---------------------------------
+LOSS_FILE = "run_loss.json"  # in each checkpoint folder: the running sum of the step losses
+
+
+def read_loss_sum(checkpoint: str | Path) -> tuple[float, int] | None:
+    """(sum of the step losses, steps) saved in a checkpoint folder, or None when absent."""
+    path = Path(checkpoint) / LOSS_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return float(saved["loss_sum"]), int(saved["global_step"])
+
+
+class RunLossCallback(TrainerCallback):
+    """Keeps ``train_loss`` the mean over all steps of the run (see the module docstring).
+
+    ``RPOTrainer`` installs one, first among its callbacks, and calls :meth:`resume_from` at the
+    start of each ``train()``.
+
+    Args:
+        trainer: the trainer whose running loss is saved (read at each checkpoint).
+    """
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+        self.prior_sum, self.prior_steps = 0.0, 0
+        self.mean_loss: float | None = None  # set at the end of training
+
+    def resume_from(self, checkpoint: str | Path | None) -> None:
+        """Start counting from the sums saved in ``checkpoint`` (None: a fresh run)."""
+        self.prior_sum, self.prior_steps, self.mean_loss = 0.0, 0, None
+        if checkpoint is None:
+            return
+        saved = read_loss_sum(checkpoint)
+        if saved is None:
+            warnings.warn(f"{checkpoint} has no {LOSS_FILE} (written by older versions): train_loss will be "
+                          "the mean of the resumed steps only", stacklevel=2)
+        else:
+            self.prior_sum, self.prior_steps = saved
+
+    def _this_call_sum(self) -> float | None:
+        total, running = getattr(self.trainer, "_total_loss_scalar", None), getattr(self.trainer, "_tr_loss", None)
+        if total is None or running is None:
+            return None
+        return float(total) + float(running.item() if hasattr(running, "item") else running)
+
+    def on_save(self, args, state, control, **kwargs):
+        this_call = self._this_call_sum()
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if this_call is None or not state.is_world_process_zero or not folder.is_dir():
+            return
+        saved = {"loss_sum": self.prior_sum + this_call, "global_step": state.global_step}
+        (folder / LOSS_FILE).write_text(json.dumps(saved) + "\n")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_loss" not in logs:
+            return
+        steps_now = state.global_step - self.prior_steps
+        total = self.prior_sum + float(logs["train_loss"]) * steps_now
+        self.mean_loss = total / max(state.global_step, 1)
+        logs["train_loss"] = self.mean_loss  # before metrics.jsonl and report_to see it (this callback runs first)

@@ -9,6 +9,12 @@ responses, TRL's ``rpo_alpha``) come from the :data:`AUXILIARY_TERMS` registry, 
 ``length_normalize`` (default on for IPO, as TRL does) divides every log-prob by its response's
 token count before the loss sees it.
 
+One step, as the trainer calls it: :meth:`PreferenceLogps.from_batch` (a collated batch's log-probs
+split into chosen and rejected sides) -> :func:`scoped_objective` (local or global rows) ->
+:func:`composed_objective` (length normalisation, auxiliary terms) -> :func:`preference_objective`,
+the public "log-probs -> loss" step -> :func:`rpo_weights` (``weighting.compute_weights``, Eqs.
+11-12) and ``losses.rpo_loss`` (Eq. 15). A hand-written loop calls the same pieces (notebook 07).
+
 KTO's reference point z_ref (paper Eq. 9, an estimate of KL(pi || pi_ref)) is estimated as the
 batch mean of the policy / reference log-ratios of ALL responses in the (micro-, or with
 ``contrast_scope="global"`` the global) batch, clamped at 0 and detached:
@@ -20,14 +26,22 @@ proxy, not an unbiased KL estimate, which is all the loss needs (a baseline for 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
+from rpo_tutorial.data.collate import IGNORE_INDEX
 from rpo_tutorial.losses import LOSSES, zero_loss_like
 from rpo_tutorial.training.config import RPOConfig
 from rpo_tutorial.training.distributed import all_gather_rows, scale_for_gradient_averaging, world_size
 from rpo_tutorial.weighting import compute_weights
+
+
+def _embeddings(batch: Mapping, key: str, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """The batch's (rows, D) float32 prompt embeddings, or an empty (rows, 0) matrix when absent."""
+    if key in batch:
+        return batch[key].float()
+    return like.new_zeros((rows, 0), dtype=torch.float32)
 
 
 @dataclass
@@ -49,6 +63,29 @@ class PreferenceLogps:
     paired: bool
     chosen_token_counts: torch.Tensor | None = None  # (M,) response tokens per row (length_normalize, nll)
     rejected_token_counts: torch.Tensor | None = None  # (N,)
+
+    @classmethod
+    def from_batch(cls, batch: Mapping, policy_logps: torch.Tensor, reference_logps: torch.Tensor) -> "PreferenceLogps":
+        """Split a collated preference batch's stacked log-probs into its chosen and rejected sides.
+
+        ``batch`` is a ``PreferenceCollator`` batch: ``num_chosen`` = M chosen rows first, then N
+        rejected rows, ``labels`` (their response-token counts), ``paired`` and, when the rows had
+        them, ``chosen_prompt_embeddings`` / ``rejected_prompt_embeddings`` (else (M, 0) / (N, 0)).
+
+        Shape:
+            policy_logps, reference_logps: (M + N,) float32, in the batch's row order
+        """
+        num_chosen, total = int(batch["num_chosen"]), policy_logps.shape[0]
+        counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1)  # (M + N,) response tokens per row
+        return cls(
+            policy_chosen_logps=policy_logps[:num_chosen], policy_rejected_logps=policy_logps[num_chosen:],
+            reference_chosen_logps=reference_logps[:num_chosen], reference_rejected_logps=reference_logps[num_chosen:],
+            chosen_prompt_embeddings=_embeddings(batch, "chosen_prompt_embeddings", num_chosen, policy_logps),
+            rejected_prompt_embeddings=_embeddings(batch, "rejected_prompt_embeddings", total - num_chosen,
+                                                   policy_logps),
+            paired=bool(batch.get("paired", False)),
+            chosen_token_counts=counts[:num_chosen], rejected_token_counts=counts[num_chosen:],
+        )
 
     @property
     def num_chosen(self) -> int:
@@ -84,8 +121,13 @@ def kto_reference_point(logps: PreferenceLogps) -> torch.Tensor:
 def rpo_weights(logps: PreferenceLogps, config: RPOConfig) -> torch.Tensor:
     """The (M, N) weight matrix of ``config.weighting`` from the batch's precomputed embeddings.
 
-    Uniform and diagonal weights only need M and N; when the batch carries no embeddings they
-    get (M, 1) zero placeholders. Embedding and Sinkhorn weights need real embeddings.
+    ``weighting.compute_weights``: embedding weights w_ij = softmax_j(-d_ij / tau) (Eqs. 11-12),
+    uniform, diagonal (Eq. 14) or Sinkhorn. Uniform and diagonal weights only need M and N; when
+    the batch carries no embeddings they get (M, 1) zero placeholders. Embedding and Sinkhorn
+    weights need real embeddings.
+
+    Shape:
+        logps.chosen_prompt_embeddings (M, D), logps.rejected_prompt_embeddings (N, D); returns (M, N)
     """
     chosen, rejected = logps.chosen_prompt_embeddings, logps.rejected_prompt_embeddings
     if chosen.shape[1] == 0 or rejected.shape[1] == 0:
@@ -115,11 +157,18 @@ NEEDS_BOTH_SIDES = ("dpo", "cdpo", "ipo", "rpo")
 
 
 def preference_objective(logps: PreferenceLogps, config: RPOConfig) -> ObjectiveOutput:
-    """The mean loss of ``config.loss`` over the batch, dispatched through ``LOSSES``.
+    """The mean loss of ``config.loss`` over the batch, dispatched through ``LOSSES``: log-probs -> loss.
 
-    An unpaired batch with one side empty (M = 0 or N = 0) has no contrast: its loss is
-    ``zero_loss_like`` of the log-probs, 0 with a graph, so backward (and the DDP gradient
+    The public "log-probs -> loss" step (the trainer reaches it through :func:`scoped_objective`;
+    a hand-written loop or the study calls it directly). For RPO: the weights of
+    :func:`rpo_weights` (Eqs. 11-14), then ``losses.rpo_loss`` (Eq. 15), averaged over the M
+    chosen rows. An unpaired batch with one side empty (M = 0 or N = 0) has no contrast: its loss
+    is ``zero_loss_like`` of the log-probs, 0 with a graph, so backward (and the DDP gradient
     all-reduce) still runs on this process.
+
+    Shape:
+        logps: M chosen and N rejected rows (:class:`PreferenceLogps`); returns loss (), rewards
+        (M,) and (N,), weights (M, N) for RPO
     """
     if config.loss not in LOSS_ARGUMENTS:
         raise ValueError(f"loss {config.loss!r} is not a preference loss; choose from {sorted(LOSS_ARGUMENTS)}")
@@ -171,7 +220,12 @@ AUXILIARY_TERMS: dict[str, tuple[str, Callable[[PreferenceLogps], torch.Tensor]]
 
 def composed_objective(logps: PreferenceLogps, config: RPOConfig) -> ObjectiveOutput:
     """``config.loss`` (on length-normalised log-probs when ``config.length_normalized``) plus the
-    weighted :data:`AUXILIARY_TERMS` on the raw summed log-probs; the terms are logged in ``extras``."""
+    weighted :data:`AUXILIARY_TERMS` on the raw summed log-probs; the terms are logged in ``extras``.
+
+    Shape:
+        logps: M chosen and N rejected rows; returns the () loss of :func:`preference_objective`
+        plus weight x term
+    """
     output = preference_objective(length_normalized(logps) if config.length_normalized else logps, config)
     for field, (metric, term) in AUXILIARY_TERMS.items():
         weight = getattr(config, field)
@@ -215,6 +269,10 @@ def scoped_objective(logps: PreferenceLogps, config: RPOConfig) -> tuple[Objecti
     With "global" the returned loss has the value of the global loss and a gradient scaled so
     that data-parallel averaging yields the gradient of one process on the concatenated batch.
     Also returns the log-probs the loss saw (global ones under "global"), for the metrics.
+
+    Shape:
+        logps: this process's M chosen and N rejected rows; under "global" the loss sees
+        M_global x N_global contrasts (every process's rows); returns the () loss
     """
     if config.contrast_scope == "local" or world_size() == 1:
         return composed_objective(logps, config), logps

@@ -19,7 +19,6 @@ import json
 import shutil
 from pathlib import Path
 
-from rpo_tutorial.data.errors import UsageError
 from rpo_tutorial.data.run_logs import METRICS_FILE
 
 CONFIG_FILE = "rpo_config.json"
@@ -28,6 +27,12 @@ MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_mod
 MAY_CHANGE_ON_RESUME = ("output_dir", "progress", "logging_steps", "save_steps", "save_total_limit", "report_to",
                         "precompute_batch_size")
 START, RESUME, CLEAR = "start", "resume", "clear"
+
+
+class UsageError(ValueError):
+    """A run asked for something its options or its output folder forbid: reuse of a folder holding
+    another run, or ``resume_from_checkpoint`` with ``overwrite``. ``run_training`` raises it before
+    any work; the ``rpo-tutorial`` command line exits with status 2 on it, like argparse."""
 
 
 def run_contents(folder: Path) -> list[str]:

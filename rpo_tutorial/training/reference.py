@@ -21,10 +21,10 @@ memory, the same arithmetic). Buffers (RoPE's ``inv_freq``) are never cast.
 
 :func:`precompute_reference` runs the same prepared reference once over the data, each process
 on its own share, with every process doing the same number of forwards (sharded models
-all-gather inside each forward, so an extra batch on one process would hang the others).
-Its batches come from :func:`reference_collator`, which under mixed precision pads the one-off
-pass and every training step to the same length, so the stored log-probs are what a live
-reference computes (bit for bit on CPU).
+all-gather inside each forward, so an extra batch on one process would hang the others). It
+batches with the training collator and lays batches out as the run's ``ForwardPlan`` says
+(which under mixed precision pads the one-off pass and every training step to one length), so
+the stored log-probs are what a live reference computes (bit for bit on CPU).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from types import MethodType
 
 import torch
 
-from rpo_tutorial.data.collate import PreferenceCollator, longest_sequence
+from rpo_tutorial.training.forward_plan import ForwardPlan
 
 
 def cast_parameters(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -141,18 +141,20 @@ def deepspeed_reference(model: torch.nn.Module, accelerator) -> torch.nn.Module:
     return engine
 
 
-def precompute_reference(trainer, reference: torch.nn.Module, examples: list[dict], collator,
+def precompute_reference(trainer, reference: torch.nn.Module, examples: list[dict], collator, plan: ForwardPlan,
                          batch_size: int, progress: bool = True) -> list[dict]:
     """Reference log-probs of every example, computed as in training; each process does every W-th example.
 
     ``reference`` is placed with :func:`prepare_reference` (sharded under FSDP2 / ZeRO-3), so the
-    pass never holds a full model per GPU, and each batch goes through the trainer's own input
-    preparation and forward. The per-batch work is ``models.logprobs.precompute_reference_logps``.
-    Use the collator of :func:`reference_collator`, in this pass and in training. Returns new
-    example dicts (same order) carrying ``reference_chosen_logps`` / ``reference_rejected_logps``
-    (paired) or ``reference_logps``.
+    pass never holds a full model per GPU. Each batch is the training ``collator``'s, on the
+    trainer's device, in the layout of ``plan`` (the trainer's ``forward_plan``): the training
+    step's forward. ``RPOTrainer`` calls this when given a reference with
+    ``reference="precomputed"``; the per-batch work is ``models.logprobs.precompute_reference_logps``.
+    Returns new example dicts (same order) carrying ``reference_chosen_logps`` /
+    ``reference_rejected_logps`` (paired) or ``reference_logps``.
     """
     from rpo_tutorial.models.logprobs import precompute_reference_logps
+    from rpo_tutorial.models.shared_prompt import collated_sequence_logps
     from rpo_tutorial.training.distributed import is_distributed, rank, world_size
 
     processes, me = world_size(), rank()
@@ -160,7 +162,7 @@ def precompute_reference(trainer, reference: torch.nn.Module, examples: list[dic
     batches = math.ceil(math.ceil(len(examples) / processes) / batch_size)  # the same count on every process
 
     def forward(model: torch.nn.Module, batch) -> torch.Tensor:
-        return trainer._forward_logps(model, trainer._prepare_inputs(batch))  # (M + N,)
+        return collated_sequence_logps(model, batch, plan.share_prompts, device=trainer.args.device)  # (M + N,)
 
     done = precompute_reference_logps(prepare_reference(reference, trainer), share or examples[:1], collator,
                                       batch_size, progress and me == 0, forward=forward, num_batches=batches)
@@ -173,20 +175,3 @@ def precompute_reference(trainer, reference: torch.nn.Module, examples: list[dic
     for index, part in enumerate(shares):
         gathered[index::processes] = part
     return gathered
-
-
-def reference_collator(trainer, collator, examples: list[dict]):
-    """The collator of a run with precomputed reference log-probs: ``collator``, or under mixed precision
-    the same collator padding every batch to the longest sequence of ``examples``.
-
-    bf16 kernels round differently for another padded length T (SDPA attention on CPU: up to 3e-4
-    nats per sequence on a tiny model), and a training batch is padded to the longest sequence of
-    ITS rows, not of the precompute batch's. With one fixed length a row's arithmetic no longer
-    depends on the other rows (exactly, on CPU: tests/training/test_precision.py; GPU libraries may
-    still pick kernels by the batch's row count), so the stored log-prob is the one the training
-    step computes. float32 keeps the shorter batches (no difference measured on CPU). Shared by the
-    one-off pass, training and evaluation: pass ``examples`` = training + eval examples.
-    """
-    if trainer.accelerator.mixed_precision in (None, "no") or not isinstance(collator, PreferenceCollator):
-        return collator
-    return PreferenceCollator(collator.pad_token_id, collator.label_pad_id, pad_to_length=longest_sequence(examples))

@@ -14,7 +14,7 @@ tokens it runs; attention's quadratic term is left out):
 - t_live, t_pre = tokens per visit of a training batch with a live / precomputed reference, and
   t_pass = tokens per example in the one-off pass. They differ only under mixed precision
   (``bf16``), where a precomputed reference pads the pass and every training batch to the
-  dataset's longest sequence and gives up shared prompts (``reference.reference_collator``), so
+  dataset's longest sequence and gives up shared prompts (``forward_plan.choose_forward_plan``), so
   that stored and live log-probs are the same arithmetic;
 - cost with a live reference: C_model = V (3 t_live + t_live); precomputed:
   C_pre = n t_pass + 3 V t_pre.

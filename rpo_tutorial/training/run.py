@@ -1,4 +1,4 @@
-"""Build and run a training job from an :class:`RPOConfig`: used by the CLI, notebooks and the demo.
+"""Build and run a training job from an :class:`RPOConfig`: the one training path (CLI, notebooks, the demo).
 
     from rpo_tutorial.training.config import get_preset
     from rpo_tutorial.training import run_sft, run_training
@@ -7,11 +7,13 @@
 
 The pipeline (each step once, before training):
 rows (demo / HH / a file / a hub id) -> prompt embeddings (once, cached on disk; only when the
-weighting or the sampler needs them) -> unpaired split (``paired=False``) -> tokenize -> reference
-log-probs (``reference="precomputed"``: the reference placed and sharded as in training, each process
-on its share of the data) -> :class:`RPOTrainer` -> train -> save a full model (gathered once under
-FSDP, so the folder loads with ``from_pretrained``), tokenizer, ``rpo_config.json`` and
-``metrics.jsonl`` in ``output_dir``.
+weighting or the sampler needs them) -> unpaired split (``paired=False``) -> tokenize -> the
+reference model (``"model"`` / ``"precomputed"``) or LoRA adapters (``"lora"``) -> the forward
+layout (:mod:`~rpo_tutorial.training.forward_plan`: shared prompts or one forward, pad length) ->
+:class:`RPOTrainer` (with ``reference="precomputed"`` it runs the reference once, placed and sharded
+as in training, each process on its share of the data) -> train -> ``trainer.save_model``: a full
+model (gathered once under FSDP, so the folder loads with ``from_pretrained``), tokenizer,
+``rpo_config.json`` and ``metrics.jsonl`` in ``output_dir``.
 
 Before any of that, ``output_dir`` is checked: a folder holding another run is refused unless
 ``overwrite=True`` (then cleared) or the run resumes with the same configuration
@@ -33,24 +35,18 @@ from typing import Callable, Sequence
 import torch
 
 from rpo_tutorial.data.collate import PreferenceCollator, SFTCollator
-from rpo_tutorial.data.demo import load_demo
-from rpo_tutorial.data.preferences import load_hh, load_preferences
+from rpo_tutorial.data.preferences import open_dataset
 from rpo_tutorial.data.run_logs import METRICS_FILE
 from rpo_tutorial.data.tokenization import TokenizationReport, tokenize_dataset
 from rpo_tutorial.models.loading import BUNDLED_POLICY, load_policy, load_tokenizer, tiny_model
+from rpo_tutorial.models.logprobs import REFERENCE_KEYS
 from rpo_tutorial.training.config import TINY_MODEL_PREFIX, RPOConfig
 from rpo_tutorial.training.dataset_checks import SideCheck, check_sides
-from rpo_tutorial.training.launch import fsdp_requested, save_full_model
+from rpo_tutorial.training.forward_plan import choose_forward_plan
+from rpo_tutorial.training.launch import fsdp_requested
 from rpo_tutorial.training.output_dir import CONFIG_FILE, apply_plan, plan_output_dir
-from rpo_tutorial.training.reference import (
-    cast_parameters,
-    copy_buffers,
-    parameter_dtype,
-    precompute_reference,
-    reference_collator,
-)
+from rpo_tutorial.training.reference import cast_parameters, copy_buffers, parameter_dtype
 from rpo_tutorial.training.reference_choice import ReferenceChoice, choose_reference
-from rpo_tutorial.training.run_loss import RunLossCallback
 from rpo_tutorial.training.trainer import RPOTrainer
 
 
@@ -62,41 +58,18 @@ class RunResult:
     metrics_path: Path  # output_dir / metrics.jsonl
     global_step: int  # optimizer steps taken
     train_loss: float  # mean training loss over every step of the run (resumed runs included)
-    tokenization: TokenizationReport  # rows kept / truncated / skipped
+    tokenization: TokenizationReport | None  # rows kept / truncated / skipped (None: examples were given)
     trainer: RPOTrainer  # for inspection in notebooks (trainer.model is the trained policy)
     sides: SideCheck | None = None  # unpaired data: desirable / undesirable counts, one-sided micro-batches
 
 
 # ---- data -----------------------------------------------------------------------------------
-def load_rows(config: RPOConfig, strict: bool = False) -> list[dict]:
-    """The dataset named by ``config.dataset`` (first ``max_train_rows`` rows).
-
-    ``strict``: raise on the first invalid row instead of skipping it (the CLI's ``--strict``).
-    """
-    name = config.dataset
-    if name == "demo":
-        rows = load_demo(config.dataset_split)
-    elif name == "hh" or name.startswith("hh:"):
-        subsets = [s.strip() for s in name[3:].split(",") if s.strip()] or None
-        rows = load_hh(split=config.dataset_split, subsets=subsets, strict=strict)
-    elif Path(name).expanduser().exists():
-        rows = _load_file(Path(name).expanduser(), strict)
-    else:
-        rows = load_preferences(name, split=config.dataset_split, strict=strict)
-    rows = list(rows)[: config.max_train_rows]
+def _config_rows(config: RPOConfig, strict: bool = False) -> list[dict]:
+    """The first ``max_train_rows`` rows of ``config.dataset`` (``data.preferences.open_dataset``)."""
+    rows = list(open_dataset(config.dataset, config.dataset_split, strict))[: config.max_train_rows]
     if not rows:
-        raise ValueError(f"dataset {name!r} (split {config.dataset_split!r}) gave no rows")
+        raise ValueError(f"dataset {config.dataset!r} (split {config.dataset_split!r}) gave no rows")
     return rows
-
-
-def _load_file(path: Path, strict: bool = False) -> list[dict]:
-    """A local file of {prompt, chosen, rejected} / {prompt, completion, label} rows, or of HH transcripts."""
-    from rpo_tutorial.data.preferences import HHSchemaError
-
-    try:
-        return load_preferences(path, strict=strict)
-    except HHSchemaError:  # {chosen, rejected} full transcripts and no prompt: the hub's HH schema
-        return load_hh(path=path, strict=strict)
 
 
 def prepare_rows(rows: Sequence[dict], config: RPOConfig) -> list[dict]:
@@ -175,9 +148,15 @@ def apply_lora(model: torch.nn.Module, config: RPOConfig) -> torch.nn.Module:
 # ---- build and run ----------------------------------------------------------------------------
 def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy: torch.nn.Module | None = None,
                   tokenizer=None, eval_rows: Sequence[dict] | None = None, strict: bool = False,
+                  examples: Sequence[dict] | None = None,
                   on_reference_choice: Callable[[ReferenceChoice], None] | None = None,
-                  ) -> tuple[RPOTrainer, TokenizationReport]:
-    """Everything up to ``trainer.train()``: data, models, reference, collator, trainer.
+                  ) -> tuple[RPOTrainer, TokenizationReport | None]:
+    """Everything up to ``trainer.train()``: data, models, reference, forward plan, collator, trainer.
+
+    The one way this package builds a trainer (the CLI, notebooks, the demo and ``run_training``).
+    The forward layout is decided here, once (:func:`~rpo_tutorial.training.forward_plan.
+    choose_forward_plan`), and given to the collator (its pad length) and to the trainer, which
+    hands it to the reference pass.
 
     Args:
         rows: use these rows instead of loading ``config.dataset`` (notebooks, tests).
@@ -185,58 +164,65 @@ def build_trainer(config: RPOConfig, rows: Sequence[dict] | None = None, policy:
         eval_rows: held-out rows, evaluated every ``logging_steps`` (``eval_loss``,
             ``eval_rewards/accuracies``, ... in metrics.jsonl).
         strict: loading ``config.dataset``, raise on the first invalid row instead of skipping it.
-        on_reference_choice: called with what ``reference="auto"`` became and why (the CLI prints it);
-            the choice is also ``trainer.reference_choice``.
+        examples: tokenized examples to train on instead of rows, e.g. another trainer's
+            ``train_dataset``. With ``reference="precomputed"``, examples that already carry
+            reference log-probs keep them and no reference pass runs (the demo's DPO and RPO share
+            one pass). The returned tokenization report is then None.
+        on_reference_choice: called with what ``reference="auto"`` became and why (the CLI prints it).
     """
+    trainer, report, _ = _build(config, rows, policy, tokenizer, eval_rows, strict, examples, on_reference_choice)
+    return trainer, report
+
+
+def _build(config: RPOConfig, rows, policy, tokenizer, eval_rows, strict: bool, examples,
+           on_reference_choice: Callable[[ReferenceChoice], None] | None = None,
+           ) -> tuple[RPOTrainer, TokenizationReport | None, SideCheck | None]:
+    """:func:`build_trainer`, also returning the unpaired data's side check (for :class:`RunResult`)."""
     if (policy is None) != (tokenizer is None):
         raise ValueError("pass both policy and tokenizer, or neither")
-    args = config.to_training_arguments()
-    first = args.main_process_first if torch.distributed.is_initialized() else (lambda **_: nullcontext())
-    with first(desc="prompt embeddings"):
-        rows = prepare_rows(load_rows(config, strict) if rows is None else rows, config)
+    if rows is not None and examples is not None:
+        raise ValueError("pass rows or tokenized examples, not both")
+    args, report = config.to_training_arguments(), None
+    if examples is None:
+        first = args.main_process_first if torch.distributed.is_initialized() else (lambda **_: nullcontext())
+        with first(desc="prompt embeddings"):
+            rows = prepare_rows(_config_rows(config, strict) if rows is None else rows, config)
     loaded_here = policy is None
     if loaded_here:
         tokenizer, policy = load_models(config)
-    examples, report = tokenize_rows(rows, tokenizer, config)
+    if examples is None:
+        examples, report = tokenize_rows(rows, tokenizer, config)
+    examples = list(examples)
     contrast_rows = (args.per_device_train_batch_size * (args.world_size if config.contrast_scope == "global" else 1)
                      * (args.gradient_accumulation_steps if config.accumulate_contrast else 1))
     sides = check_sides(examples, config, contrast_rows)  # refuses data lacking a side; counts one-sided batches
-    choice = None
-    if config.reference == "auto":  # model or precomputed, from the run's length and the data (reference_choice)
-        choice = choose_reference(config, examples, args.world_size, len(eval_rows or ()))
-        config = config.replace(reference=choice.mode)
-        if on_reference_choice is not None:
-            on_reference_choice(choice)
-    collator_class = SFTCollator if config.loss == "sft" else PreferenceCollator
-    collator = collator_class(tokenizer.pad_token_id)
-    reference = None
-    precompute = config.needs_reference and config.reference == "precomputed"
-    if config.needs_reference and config.reference in ("model", "precomputed"):
-        reference = load_reference(config, policy, from_config=loaded_here)
-    elif config.reference == "lora":
-        policy = apply_lora(policy, config)
-        if config.gradient_checkpointing:
-            policy.enable_input_require_grads()
     eval_examples = None
     if eval_rows is not None:
         eval_examples, _ = tokenize_rows(prepare_rows(list(eval_rows), config), tokenizer, config)
         args = config.to_training_arguments(eval_strategy="steps", eval_steps=config.logging_steps,
                                             per_device_eval_batch_size=config.per_device_train_batch_size)
-    trainer = RPOTrainer(model=policy, config=config, reference_model=None if precompute else reference, args=args,
+    if config.reference == "auto":  # model or precomputed, from the run's length and the data (reference_choice)
+        choice = choose_reference(config, examples, args.world_size, len(eval_examples or ()))
+        config = config.replace(reference=choice.mode)
+        if on_reference_choice is not None:
+            on_reference_choice(choice)
+    everything = examples + (eval_examples or [])
+    stored = all(any(key in example for key in REFERENCE_KEYS) for example in everything)
+    reference = None
+    if config.needs_reference and (config.reference == "model" or (config.reference == "precomputed" and not stored)):
+        reference = load_reference(config, policy, from_config=loaded_here)
+    elif config.reference == "lora":
+        policy = apply_lora(policy, config)
+        if config.gradient_checkpointing:
+            policy.enable_input_require_grads()
+    plan = choose_forward_plan(config, args, [policy, reference], everything)
+    collator = SFTCollator(tokenizer.pad_token_id) if config.loss == "sft" else \
+        PreferenceCollator(tokenizer.pad_token_id, pad_to_length=plan.pad_to_length)
+    # with reference="precomputed" the trainer runs the reference once over both datasets, then drops it
+    trainer = RPOTrainer(model=policy, config=config, reference_model=reference, args=args, forward_plan=plan,
                          train_dataset=examples, eval_dataset=eval_examples, data_collator=collator,
                          processing_class=tokenizer)
-    trainer.side_check = sides
-    trainer.reference_choice = choice
-    if precompute:  # one pass of the reference, placed (sharded) as in training, each process on its share
-        everything = examples + (eval_examples or [])
-        trainer.data_collator = collator = reference_collator(trainer, collator, everything)  # the same padding
-        done = precompute_reference(trainer, reference, everything, collator, config.precompute_batch_size,
-                                    config.progress)
-        trainer.train_dataset = done[:len(examples)]
-        if eval_examples is not None:
-            trainer.eval_dataset = done[len(examples):]
-        del reference
-    return trainer, report
+    return trainer, report, sides
 
 
 def run_training(config: RPOConfig, rows: Sequence[dict] | None = None,
@@ -245,32 +231,26 @@ def run_training(config: RPOConfig, rows: Sequence[dict] | None = None,
     """Build, train, save. ``resume_from_checkpoint``: a checkpoint folder, or True for the latest one.
 
     ``overwrite``: clear an ``output_dir`` that holds another run (otherwise such a folder is
-    refused with a :class:`~rpo_tutorial.data.errors.UsageError`, before any work). With
+    refused with a :class:`~rpo_tutorial.training.output_dir.UsageError`, before any work). With
     ``reference="lora"`` the saved model is the adapter (peft format), except after SFT, whose
     adapters are merged so that its folder can serve as the next run's model.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     plan = plan_output_dir(config.output_dir, config.to_dict(), resume_from_checkpoint, overwrite)
-    trainer, report = build_trainer(config, rows, **build_options)
+    options = {"policy": None, "tokenizer": None, "eval_rows": None, "strict": False, "examples": None,
+               "on_reference_choice": None, **build_options}
+    trainer, report, sides = _build(config, rows, **options)
     if trainer.is_world_process_zero():
         apply_plan(config.output_dir, plan, config.to_dict())
     trainer.accelerator.wait_for_everyone()
-    resumed_from = resume_from_checkpoint
-    if resume_from_checkpoint is True:
-        resumed_from = get_last_checkpoint(config.output_dir)
-    loss_callback = RunLossCallback(trainer, resumed_from or None)
-    trainer.callback_handler.callbacks.insert(0, loss_callback)  # before metrics.jsonl records the summary
-    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    train_loss = loss_callback.mean_loss if loss_callback.mean_loss is not None else output.training_loss
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)  # training_loss: over the whole run
     output_dir = Path(config.output_dir)
     if config.loss == "sft" and config.reference == "lora":  # an SFT model becomes the next reference: merge
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    save_full_model(trainer, output_dir)  # a from_pretrained folder, also after sharded checkpoints
+    trainer.save_model(str(output_dir))  # a from_pretrained folder, also under FSDP (RPOTrainer.save_model)
     if trainer.is_world_process_zero():
         (output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    return RunResult(output_dir, output_dir / METRICS_FILE, output.global_step, train_loss, report, trainer,
-                     trainer.side_check)
+    return RunResult(output_dir, output_dir / METRICS_FILE, output.global_step, output.training_loss, report, trainer,
+                     sides)
 
 
 def run_sft(config: RPOConfig, rows: Sequence[dict] | None = None, **options) -> RunResult:

@@ -4,11 +4,14 @@ Measured on the 2-core development machine: with other processes keeping both co
 thread ran a training step ~2.5x and a sampling step ~10x faster than two, because PyTorch's
 OpenMP threads wait for each other at every operation. Every command (``train``, ``sft``,
 ``evaluate``, ``study``, ``demo``) picks its thread count with :func:`choose_num_threads` unless
-told otherwise.
+told otherwise: once (:func:`apply_num_threads`), or before each stage of a long job
+(:func:`load_aware_threads`, the demo).
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 
 def choose_num_threads(cores: int | None = None, load: float | None = None, own_threads: int = 0) -> int:
@@ -34,3 +37,26 @@ def apply_num_threads(requested: int | None = None) -> int:
     threads = requested if requested is not None else choose_num_threads(own_threads=0)
     torch.set_num_threads(max(1, int(threads)))
     return torch.get_num_threads()
+
+
+@contextmanager
+def load_aware_threads(requested: int | None = None) -> Iterator[Callable[[], int]]:
+    """Torch threads for a long job: ``requested``, or by machine load and never more than the caller had.
+
+    Yields ``retune()``, which re-chooses the count for the load now (call it between stages;
+    a no-op when ``requested`` is given) and returns it. The caller's count is restored on exit.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+
+    def retune() -> int:
+        if requested is None:  # this process's own threads count as its own load, not another's
+            torch.set_num_threads(min(previous, choose_num_threads(own_threads=torch.get_num_threads())))
+        return torch.get_num_threads()
+
+    torch.set_num_threads(requested or min(previous, choose_num_threads()))
+    try:
+        yield retune
+    finally:
+        torch.set_num_threads(previous)

@@ -24,6 +24,7 @@ import torch
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from rpo_tutorial.accuracy import tie_half_accuracy
 from rpo_tutorial.losses import rpo_loss
 from rpo_tutorial.weighting import embedding_weights
 
@@ -80,7 +81,7 @@ class RPODPOTrainer(DPOTrainer):
         mode = "train" if self.model.training else "eval"
         for name, value in (("rewards/chosen", chosen_rewards), ("rewards/rejected", rejected_rewards),
                             ("rewards/margins", chosen_rewards - rejected_rewards),
-                            ("rewards/accuracies", (chosen_rewards > rejected_rewards).float())):
+                            ("rewards/accuracies", tie_half_accuracy(chosen_rewards - rejected_rewards))):  # ties half
             self._metrics[mode][name].append(self.accelerator.gather(value).mean().item())
         loss = losses.mean()
         return (loss, {"losses": losses}) if return_outputs else loss

@@ -70,7 +70,7 @@ from rpo_tutorial.evaluation.alpaca_eval import (
 from rpo_tutorial.data import load_alpaca_eval_prompts
 from rpo_tutorial.data.demo import load_demo
 from rpo_tutorial.data.jsonl import write_jsonl
-from rpo_lab.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
+from rpo_tutorial.data.sentiment import DEFAULT_TIE_MARGIN, sentiment_score
 from rpo_tutorial.evaluation.judges import OpenAIJudge
 from rpo_tutorial.evaluation.prompts import DIALOGUE_TEMPLATE, combine_verdicts
 from rpo_tutorial.evaluation.offline import (

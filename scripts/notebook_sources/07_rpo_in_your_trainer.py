@@ -85,13 +85,23 @@ display(Markdown(f"```python\n{source}```"))
 # %% [markdown]
 # ## 2. A custom PyTorch loop
 #
-# Everything a loop needs is importable from the top level: `tokenize_pair` (prompt through the chat
-# template, labels $-100$ on the prompt), `PreferenceCollator` (chosen rows first, then rejected rows, and
-# the rows' prompt embeddings stacked), `batch_sequence_logps` (summed response log-probs, float32),
-# `PromptEmbedder` (all-MiniLM-L6-v2, the paper's embedder, cached on disk), `embedding_weights`, `rpo_loss`.
-# The embeddings are computed once, before training; a step only stacks them.
+# Everything a loop needs is importable, and the loop below is built from the same step pieces as the
+# package's own trainer (`RPOTrainer.compute_loss`), so it computes what the trainer computes:
+# `tokenize_pair` (prompt through the chat template, labels $-100$ on the prompt), `PreferenceCollator`
+# (chosen rows first, then rejected rows, and the rows' prompt embeddings stacked), `batch_sequence_logps`
+# (summed response log-probs, float32), `PreferenceLogps.from_batch` (the trainer's split into the chosen and
+# rejected sides), `preference_objective` (for an `RPOConfig`: the weights of Eqs. 11-12, then `rpo_loss`,
+# Eq. 15, averaged) and `preference_metrics` (the trainer's logged metrics: a tie counts half, never as a
+# miss). `PromptEmbedder` (all-MiniLM-L6-v2, the paper's embedder, cached on disk) runs once, before training;
+# a step only stacks the embeddings.
 
 # %%
+from rpo_tutorial import RPOConfig
+from rpo_tutorial.models.loading import train_top_layers
+from rpo_tutorial.training.metrics import preference_metrics
+from rpo_tutorial.training.objectives import PreferenceLogps, preference_objective
+
+CONFIG = RPOConfig(loss="rpo", weighting="embedding", beta=BETA, tau=TAU)  # the trainer's settings object
 tokenizer = load_tokenizer()
 policy = tiny_model(len(tokenizer), seed=0) if SMOKE else load_policy()
 reference = copy.deepcopy(policy).eval().requires_grad_(False)  # pi_ref: the frozen starting point
@@ -100,40 +110,29 @@ examples = [tokenize_pair(row, tokenizer, max_prompt_length=MAX_LENGTH // 2, max
 collate = PreferenceCollator(pad_token_id=tokenizer.pad_token_id)
 loader = torch.utils.data.DataLoader(examples, batch_size=BATCH_SIZE, shuffle=True, collate_fn=collate,
                                      generator=torch.Generator().manual_seed(0))
-
-
-def train_top_layers(model: torch.nn.Module, count: int | None) -> list[torch.nn.Parameter]:
-    """Freeze all but the top ``count`` decoder layers and the final norm; return the trainable parameters."""
-    if count is not None:
-        model.requires_grad_(False)
-        for module in (*model.model.layers[-count:], model.model.norm):
-            module.requires_grad_(True)
-    return [parameter for parameter in model.parameters() if parameter.requires_grad]
-
-
+# train the top decoder layers and the final norm only (None: every parameter), as the demo and the study do
 optimizer = torch.optim.AdamW(train_top_layers(policy, TRAIN_TOP_LAYERS), lr=LEARNING_RATE)
 
 
 def rpo_step(batch: dict) -> dict:
-    """One optimizer step of paired RPO with embedding weights; returns what to log."""
-    M = int(batch["num_chosen"])  # chosen rows first, then the N = M rejected rows
-    policy_logps = batch_sequence_logps(policy, batch)  # (M + N,)
+    """One optimizer step of paired RPO with embedding weights, the trainer's step pieces; returns what to log."""
+    policy_logps = batch_sequence_logps(policy, batch)  # (M + N,): M chosen rows, then N rejected rows
     with torch.no_grad():
         reference_logps = batch_sequence_logps(reference, batch)  # (M + N,)
-    weights = embedding_weights(batch["chosen_prompt_embeddings"], batch["rejected_prompt_embeddings"], tau=TAU)
-    losses, chosen_rewards, rejected_rewards = rpo_loss(
-        policy_logps[:M], policy_logps[M:], reference_logps[:M], reference_logps[M:], weights, beta=BETA)
-    loss = losses.mean()
+    logps = PreferenceLogps.from_batch(batch, policy_logps, reference_logps)  # (M,) / (N,) sides, (M, D) / (N, D)
+    output = preference_objective(logps, CONFIG)  # weights (M, N), Eqs. 11-12; rpo_loss, Eq. 15; mean -> ()
     optimizer.zero_grad()
-    loss.backward()
+    output.loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], 10.0)
     optimizer.step()
-    return {"loss": loss.item(), "margin": (chosen_rewards - rejected_rewards).mean().item(),
-            "accuracy": (chosen_rewards > rejected_rewards).float().mean().item()}
+    means = {name: float(total) / count for name, (total, count) in preference_metrics(logps, output).items()}
+    return {"loss": output.loss.item(), "margin": means["rewards/margins"], "accuracy": means["rewards/accuracies"]}
 
 
 # %% [markdown]
-# Training. The first step is timed and the rest estimated before they run.
+# Training. The first step is timed and the rest estimated before they run. The accuracy is the share of
+# pairs whose chosen reward is higher, a tie counting half (as the trainer logs it): at step 1 every pair is a
+# tie, so it reads 0.5.
 
 # %%
 policy.train()
@@ -155,6 +154,18 @@ step_seconds = (time.perf_counter() - start) / STEPS
 print(f"custom loop: {STEPS} steps in {time.perf_counter() - start:.0f} s")
 assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in history)
 assert abs(history[0]["loss"] - math.log(2)) < 1e-4  # at step 1 the policy is the reference: every s_ij = 0
+assert history[0]["accuracy"] == 0.5  # ... so every pair is a tie, counted half
+
+# the package's step is the paper's two pure functions: the same loss, written with them directly
+batch = collate(examples[:BATCH_SIZE])
+with torch.no_grad():
+    policy_logps, reference_logps = batch_sequence_logps(policy, batch), batch_sequence_logps(reference, batch)
+    logps = PreferenceLogps.from_batch(batch, policy_logps, reference_logps)
+    weights = embedding_weights(batch["chosen_prompt_embeddings"], batch["rejected_prompt_embeddings"], tau=TAU)
+    losses, _, _ = rpo_loss(logps.policy_chosen_logps, logps.policy_rejected_logps, logps.reference_chosen_logps,
+                            logps.reference_rejected_logps, weights, beta=BETA)  # (M,) per chosen row
+    torch.testing.assert_close(preference_objective(logps, CONFIG).loss, losses.mean())
+print(f"after training: preference_objective = rpo_loss(embedding_weights) = {losses.mean():.5f} on one batch")
 
 # %% [markdown]
 # At step 1 the policy *is* the reference, so every $s_{ij} = 0$ and the loss is $\log 2 \approx 0.693$. After

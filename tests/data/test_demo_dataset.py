@@ -19,7 +19,7 @@ from rpo_tutorial.data.demo import (
     load_demo_prompts,
     split_by_prompt,
 )
-from rpo_lab.demo.judge import sentiment_score
+from rpo_tutorial.data.sentiment import sentiment_score
 from rpo_tutorial.paths import DEMO_DATA_DIR, REPO_ROOT
 
 

@@ -302,7 +302,7 @@ def test_reward_judge_uses_scores_with_a_tie_margin():
 
 
 def test_reward_judge_with_the_demo_sentiment_judge():
-    from rpo_lab.demo.judge import sentiment_score
+    from rpo_tutorial.data.sentiment import sentiment_score
 
     records = RewardJudge(sentiment_score, margin=0.05).judge_pairs(
         ["How was your day?"] * 2, ["It was wonderful, thank you!", "Fine."], ["Awful and sad.", "Fine."])

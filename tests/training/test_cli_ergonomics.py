@@ -46,8 +46,6 @@ def test_eval_dataset_gives_the_trainer_an_evaluated_held_out_set(tmp_path):
 
 @pytest.mark.parametrize("cores, load, expected", [(2, 0.1, 2), (2, 1.2, 1), (2, 9.0, 1), (8, 3.0, 5)])
 def test_thread_choice_leaves_cores_other_processes_use(cores, load, expected):
-    from rpo_lab.demo.settings import choose_num_threads as demo_choice
     from rpo_tutorial.training.threads import choose_num_threads
 
     assert choose_num_threads(cores=cores, load=load) == expected
-    assert demo_choice is choose_num_threads  # the demo re-exports the one shared rule

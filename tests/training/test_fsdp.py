@@ -60,6 +60,14 @@ def test_the_final_fsdp_folder_loads_with_from_pretrained_and_equals_the_ddp_mod
 
 
 @pytest.mark.slow
+def test_trainer_save_model_under_fsdp_writes_a_folder_from_pretrained_loads_with_the_trained_weights(results):
+    saved = results["save_model"]
+    assert saved["route"] == "fsdp" and saved["same_names"]
+    assert saved["max_difference"] == 0.0  # gathered float32 shards, saved and loaded exactly
+    assert saved["moved"]  # the weights are the trained ones, not another run's folder
+
+
+@pytest.mark.slow
 def test_bf16_fsdp_log_ratios_are_exactly_zero_before_the_first_step(results):
     assert results["bf16_step0_max_abs_log_ratio"] == 0.0
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rpo_tutorial.training.metrics import preference_metrics, tie_half_accuracy
+from rpo_tutorial.accuracy import tie_half_accuracy
+from rpo_tutorial.training.metrics import preference_metrics
 from rpo_tutorial.training.objectives import ObjectiveOutput, PreferenceLogps
 
 

@@ -3,7 +3,7 @@
 The policy trains with float32 weights (under bf16 autocast when ``bf16=True``); the frozen
 reference must run the same arithmetic: same parameter dtype, same autocast, or the stored
 log-probs of that same computation (``reference="precomputed"``: under bf16 the one-off pass and
-every training batch are padded to one length, ``training.reference.reference_collator``). The
+every training batch are padded to one length, ``training.forward_plan``). The
 check is exact (== 0), so any difference in dtype, autocast, padding or path shows up.
 
 Exact equality is asserted only where it is a property of the code on every processor: the same
@@ -80,9 +80,9 @@ def test_the_check_can_fail_a_stored_reference_one_float32_step_off(monkeypatch,
     """A precomputed reference that differs from the live computation by the smallest possible amount
     (one float32 step, on one row) must show up as exactly that log-ratio. The difference is injected,
     not left to a CPU's bf16 kernels (which round identically on some processors and not on others)."""
-    from rpo_tutorial.training import run as run_module
+    from rpo_tutorial.training import trainer as trainer_module
 
-    original = run_module.precompute_reference
+    original = trainer_module.precompute_reference
     nudged: list[float] = []
 
     def one_row_nudged(*args, **kwargs):
@@ -93,7 +93,7 @@ def test_the_check_can_fail_a_stored_reference_one_float32_step_off(monkeypatch,
         examples[0] = {**examples[0], "reference_chosen_logps": float(moved)}
         return examples
 
-    monkeypatch.setattr(run_module, "precompute_reference", one_row_nudged)
+    monkeypatch.setattr(trainer_module, "precompute_reference", one_row_nudged)
     ratios = first_step_log_ratios(tmp_path, bf16=True, reference="precomputed")  # the training batches
     assert nudged and nudged[0] > 0.0
     changed = ratios[ratios != 0]

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from rpo_tutorial.data.errors import DataError, UsageError
+from rpo_tutorial.data.errors import DataError
+from rpo_tutorial.training.output_dir import UsageError
 from rpo_tutorial.data.run_logs import read_metrics
 from rpo_tutorial.models.loading import load_tokenizer, tiny_model
 from rpo_tutorial.training.config import get_preset
@@ -110,14 +111,14 @@ def test_sequential_batches_count_one_sided_exactly_and_warn():
 
 # ---- item 5: a file of HH transcripts is still read as HH; any other prompt-less file is an error ----
 def test_only_chosen_rejected_transcripts_fall_back_to_the_hh_loader(tmp_path):
-    from rpo_tutorial.training.run import load_rows
+    from rpo_tutorial.data.preferences import open_dataset
 
     hh = tmp_path / "hh.jsonl"
     hh.write_text(json.dumps({"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.",
                               "rejected": "\n\nHuman: Hi?\n\nAssistant: Go."}) + "\n")
-    rows = load_rows(get_preset("smoke", dataset=str(hh)))
+    rows = open_dataset(str(hh))
     assert rows[0]["prompt"] == [{"role": "user", "content": "Hi?"}] and rows[0]["chosen"] == "Hello."
     other = tmp_path / "qa.jsonl"
     other.write_text(json.dumps({"question": "Hi?", "chosen": "Hello."}) + "\n")
     with pytest.raises(DataError, match="no row has a 'prompt'"):
-        load_rows(get_preset("smoke", dataset=str(other)))
+        open_dataset(str(other))

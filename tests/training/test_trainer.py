@@ -206,7 +206,7 @@ def test_reference_follows_the_policy_to_one_forward_when_the_policy_checkpoints
     examples, collator = fixed_batch("dpo", config, tokenizer)
     batch = collator(examples)
     trainer = RPOTrainer(model=policy, config=config, reference_model=reference, data_collator=collator)
-    assert not trainer._shares_prompts()
+    assert not trainer.forward_plan.share_prompts
     reference_logps = trainer._reference_logps(trainer.model, dict(batch))
     assert torch.equal(trainer._forward_logps(trainer.model, dict(batch)).detach(), reference_logps)  # same path
 

@@ -10,19 +10,10 @@ import torch
 from rpo_lab import cli
 from rpo_tutorial.data.demo import load_demo
 from rpo_tutorial.data.run_logs import read_metrics
-from rpo_lab.demo.judge import DEFAULT_TIE_MARGIN, sentiment_score
-from rpo_lab.demo.pipeline import (
-    PIPELINE_SETTINGS,
-    DemoSettings,
-    check_settings,
-    choose_num_threads,
-    freeze_lower_layers,
-    run_demo_pipeline,
-    stage_config,
-)
+from rpo_tutorial.data.sentiment import DEFAULT_TIE_MARGIN, sentiment_score
+from rpo_lab.demo.pipeline import PIPELINE_SETTINGS, DemoSettings, check_settings, run_demo_pipeline, stage_config
 from rpo_lab.demo.margins import SATURATED, markdown_training, training_summary
 from rpo_lab.demo.report import markdown_results, spread
-from rpo_tutorial.models.loading import tiny_model
 
 METHOD_LABELS = ["SFT", "DPO", "RPO", "Instruct (start)"]
 
@@ -129,22 +120,6 @@ def test_dpo_and_rpo_start_from_the_same_model_and_see_the_same_batches(smoke_ru
         assert math.isfinite(record["loss"]) and math.isfinite(record["rewards/margins"])
 
 
-def test_freeze_lower_layers_leaves_only_the_top_layers_and_norm_trainable():
-    model = tiny_model(64, hidden_size=16, num_layers=3)
-    count = freeze_lower_layers(model, 2)
-    layers = model.get_decoder().layers
-    expected = sum(p.numel() for module in (layers[1], layers[2], model.get_decoder().norm)
-                   for p in module.parameters())
-    assert count == expected
-    assert not any(p.requires_grad for p in layers[0].parameters())
-    assert not model.get_input_embeddings().weight.requires_grad
-    all_parameters = sum(p.numel() for p in model.parameters())
-    model.requires_grad_(True)
-    assert freeze_lower_layers(model, None) == all_parameters
-    with pytest.raises(ValueError, match="trainable_layers"):
-        freeze_lower_layers(model, 4)
-
-
 def test_stage_configs_share_data_order_steps_and_learning_rate(tmp_path):
     settings = DemoSettings(learning_rate=3e-6, batch_size=4, rpo_beta=0.4)
     dpo, rpo = (stage_config("demo", settings, loss, tmp_path / loss, False) for loss in ("dpo", "rpo"))
@@ -236,28 +211,6 @@ def test_demo_command_passes_its_flags_to_the_pipeline(monkeypatch, tmp_path):
     assert cli.main(["demo", "--output-dir", str(tmp_path)]) == 0
     assert calls[0][1]["settings"] == PIPELINE_SETTINGS["demo"]
     assert str(calls[0][1]["figure_copy"]).endswith("figures/demo_results.png")
-
-
-def test_freeze_keeps_gradients_out_of_frozen_layers():
-    model = tiny_model(64, hidden_size=16, num_layers=2)
-    freeze_lower_layers(model, 1)
-    input_ids = torch.randint(0, 64, (2, 5))
-    model(input_ids=input_ids).logits.float().sum().backward()
-    layers = model.get_decoder().layers
-    assert all(p.grad is None for p in layers[0].parameters())
-    assert all(p.grad is not None for p in layers[1].parameters())
-
-
-@pytest.mark.parametrize("cores, load, expected", [(2, 0.1, 2), (2, 0.6, 1), (2, 1.2, 1), (2, 6.0, 1),
-                                                   (16, 3.4, 13), (1, 0.0, 1)])
-def test_choose_num_threads_leaves_busy_cores_alone(cores, load, expected):
-    assert choose_num_threads(cores, load) == expected
-
-
-def test_choose_num_threads_does_not_count_its_own_threads_as_other_load():
-    assert choose_num_threads(2, 2.1, own_threads=2) == 2  # only this process was busy
-    assert choose_num_threads(2, 3.0, own_threads=2) == 1  # and one more process
-    assert choose_num_threads(2, 0.5, own_threads=2) == 2
 
 
 def test_spread_takes_evenly_spaced_rows():

@@ -11,7 +11,10 @@ One launch, every case (the test reads OUT_DIR/results.json):
    model), and a sharded checkpoint resumed with ``resume_from_checkpoint=True`` ("last");
 3. bf16 under FSDP2: the step-0 log-ratios (policy vs sharded reference), which must be exactly 0;
 4. DDP, a parameter set to NaN on process 1 only after step 1: both processes must stop at step 2
-   with the message (not process 0 waiting in the next collective until the timeout).
+   with the message (not process 0 waiting in the next collective until the timeout);
+5. FSDP2, ``trainer.save_model(folder)`` called by the user after ``trainer.train()`` (HF's usual
+   route, not ``run_training``): the folder loads with ``from_pretrained`` and holds the trained
+   weights (each parameter's full tensor, gathered from its DTensor shards).
 """
 from __future__ import annotations
 
@@ -155,6 +158,32 @@ def nan_on_one_process(root: Path) -> list[str]:
     return messages
 
 
+def save_model_after_fsdp_training(root: Path) -> dict:
+    config = config_for(root / "save_model", fsdp=True, fsdp_layer_class="MistralDecoderLayer", max_steps=2,
+                        save_steps=0)
+    try:
+        trainer, _ = build_trainer(config, rows=ROWS)
+        trainer.train()
+        folder = root / "save_model" / "saved"
+        trainer.save_model(str(folder))  # every process calls it, as with transformers.Trainer
+        trained = {name: p.full_tensor().detach().clone() for name, p in trainer.model.named_parameters()}  # all ranks
+        route = trainer.distribution["route"]
+    finally:
+        reset_accelerator()
+    result = {"route": route}
+    if dist.get_rank() == 0:
+        from transformers import AutoModelForCausalLM
+
+        loaded = dict(AutoModelForCausalLM.from_pretrained(folder).named_parameters())
+        from rpo_tutorial.training.run import load_models
+
+        start = dict(load_models(config)[1].named_parameters())  # the same seeded tiny model, untrained
+        result["same_names"] = sorted(loaded) == sorted(trained)
+        result["max_difference"] = max((loaded[name] - value).abs().max().item() for name, value in trained.items())
+        result["moved"] = any(not torch.equal(loaded[name], start[name]) for name in loaded if name in start)
+    return result
+
+
 def main() -> None:
     root = Path(sys.argv[1])
     results = {"refused": fsdp_refused_without_the_switch(root)}
@@ -162,6 +191,7 @@ def main() -> None:
     for reference, scope in (("model", "global"), ("precomputed", "local")):
         results.update(case(root, reference, scope))
     results["bf16_step0_max_abs_log_ratio"] = bf16_step0_log_ratios(root)
+    results["save_model"] = save_model_after_fsdp_training(root)
     results["nan_messages"] = nan_on_one_process(root)  # DDP (no fsdp): the poisoned weight stays on rank 1
     if dist.get_rank() == 0:
         (root / "results.json").write_text(json.dumps(results, indent=1))

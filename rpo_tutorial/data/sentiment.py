@@ -1,4 +1,4 @@
-"""The demo's offline judge: VADER sentiment, the controlled-sentiment task of the DPO paper.
+"""The sentiment scorer that labelled the demo dataset: VADER, the controlled-sentiment task of the DPO paper.
 
 The DPO paper's first experiment (Rafailov et al., 2023, Sec. 6.1) asks a policy to write more
 positive text and scores it with a sentiment classifier. We do the same offline with VADER
@@ -7,8 +7,9 @@ response is VADER's *compound* polarity in [-1, 1], and the response with the hi
 preferred. One adjustment, so the judge cannot be won by the cheapest trick: an empty response,
 or one that keeps repeating the same few words, scores ``DEGENERATE_SCORE`` (-1, the worst).
 
-Why this judge: the same function labels the demo dataset (``scripts/make_demo_dataset.py``) and
-later scores the trained policies (win rate against the starting model), so the demo's win rate
+It lives in the data layer because it defines the demo dataset: the same function labels the demo
+dataset (``scripts/make_demo_dataset.py``, chosen = its highest-scoring response) and the lab's
+demo and study use it to score the trained policies (win rate against the starting model), so the demo's win rate
 is honest, and sentiment is a reward that a 135M model can learn to move in a few minutes of CPU
 training, which is what a demo needs. It is NOT a proxy for helpfulness or harmlessness: a
 cheerful wrong answer beats a sober right one. The paper's own evaluations (HH with a GPT-4

@@ -1,10 +1,10 @@
-"""The demo judge: VADER compound sentiment with a degenerate-text floor."""
+"""The demo dataset's sentiment scorer: VADER compound sentiment with a degenerate-text floor."""
 from __future__ import annotations
 
 import pytest
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from rpo_lab.demo.judge import DEGENERATE_SCORE, is_degenerate, prefer, score_responses, sentiment_score
+from rpo_tutorial.data.sentiment import DEGENERATE_SCORE, is_degenerate, prefer, score_responses, sentiment_score
 
 POSITIVE = "What a wonderful, sunny morning! I love the fresh air and the happy birds."
 NEGATIVE = "This is a terrible, miserable morning. The traffic is awful and I hate it."
