@@ -141,9 +141,15 @@ def colab_setup(install_target: str, run=None) -> list[list[str]]:
 def setup_cell_source(project: Project) -> str:
     """The first code cell of every notebook: :func:`gpu_summary`, :func:`colab_setup` and the call."""
     functions = "\n\n".join(inspect.getsource(function) for function in (gpu_summary, colab_setup))
-    return ("# Colab set-up: in Colab this installs the package at this notebook's version and reports the GPU;\n"
-            "# anywhere else it does nothing. (Added by scripts/build_notebooks.py from rpo_lab/colab.py.)\n"
+    return ("#@title Colab set-up: installs this tutorial's package here in Colab; does nothing elsewhere\n"
+            "# In Colab it pip-installs the package at this notebook's version and reports the GPU. (Added by\n"
+            "# scripts/build_notebooks.py from rpo_lab/colab.py; the rendered site leaves it out.)\n"
             f"{functions}\n\ncolab_setup({project.install_target!r});")
+
+
+# The set-up cell shows as its title line in Colab (a form) and collapsed in JupyterLab; the docs site
+# (MyST-NB's remove-cell tag) leaves it out, since it does nothing there.
+SETUP_CELL_METADATA = {"cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["remove-cell"]}
 
 
 def badge_cell_source(project: Project, notebook: str) -> str:

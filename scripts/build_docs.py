@@ -15,7 +15,7 @@ Steps:
    (``index.md`` from README.md, ``notebooks/``, ``figures/``, ``docs/study/``, API pages), so the relative
    links in the README and the notebooks keep working; a link to any other file of the repository becomes
    a link to that file on GitHub. Colab badge images become a local copy (the site loads nothing from
-   elsewhere: MathJax comes from the ``jupyter-server-mathjax`` package).
+   elsewhere: MathJax comes from the ``django-static-mathjax`` package).
 3. **Build** HTML with Sphinx (configuration in ``docs/site/conf.py``) into ``build/site`` (real) or
    ``build/site-smoke``.
 
@@ -168,11 +168,13 @@ def api_pages() -> dict[str, str]:
             parts = info.name.split(".")
             group = ".".join(parts[:2]) if len(parts) > 2 or info.ispkg else package
             groups.setdefault(group, []).append(info.name)
+        packages = {package} | {name for name in groups}
         for group, modules in groups.items():
             body = [f"# `{group}`\n"]
             for name in modules:
-                body.append(f"## `{name}`\n\n```{{eval-rst}}\n.. automodule:: {name}\n   :members:\n   "
-                            ":show-inheritance:\n```\n")
+                # a package's docstring only: its members are documented where they are defined
+                members = "" if name in packages else "   :members:\n   :show-inheritance:\n"
+                body.append(f"## `{name}`\n\n```{{eval-rst}}\n.. automodule:: {name}\n{members}```\n")
             pages[f"api/{group}.md"] = "\n".join(body)
     return pages
 
@@ -223,8 +225,22 @@ def assemble(mode: str, executed: dict[str, Path], source: Path) -> None:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text(text)
     (source / "api" / "index.md").write_text(api_index(pages_api))
-    mathjax = Path(__import__("jupyter_server_mathjax").__file__).parent / "static"
-    shutil.copytree(mathjax, source / "_mathjax" / "mathjax")
+    copy_mathjax(source / "_mathjax" / "mathjax")
+
+
+MATHJAX_PARTS = ("tex-svg.js", "input", "ui", "a11y", "sre")  # tex-svg.js and what it may load on demand
+
+
+def copy_mathjax(target: Path) -> None:
+    """MathJax 3's SVG build from the django-static-mathjax package (a copy of MathJax 3.2.2's es5/)."""
+    try:
+        import mathjax
+    except ImportError:
+        raise SystemExit("MathJax is missing: pip install -e '.[docs]' (django-static-mathjax)") from None
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    target.mkdir(parents=True)
+    for part in MATHJAX_PARTS:
+        (shutil.copytree if (es5 / part).is_dir() else shutil.copy)(es5 / part, target / part)
 
 
 def build(mode: str, run: bool = True, names: list[str] | None = None) -> Path:
@@ -236,7 +252,7 @@ def build(mode: str, run: bool = True, names: list[str] | None = None) -> Path:
     assemble(mode, executed, source)
     shutil.rmtree(output, ignore_errors=True)
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-c", str(CONF_DIR), str(source), str(output)]
-    environment = {**os.environ, "RPO_DOCS_MODE": mode, "PYTHONPATH": str(REPO_ROOT)}
+    environment = {**os.environ, "RPO_DOCS_MODE": mode, "RPO_DOCS_SOURCE": str(source), "PYTHONPATH": str(REPO_ROOT)}
     subprocess.run(command, check=True, env=environment)
     pages = sum(1 for _ in output.rglob("*.html") if "_static" not in _.parts)
     print(f"site: {output} ({pages} HTML pages, {time.perf_counter() - start:.0f} s including executions)")

@@ -34,7 +34,7 @@ from pathlib import Path
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rpo_lab.colab import Project, badge_cell_source, read_project, setup_cell_source  # noqa: E402
+from rpo_lab.colab import SETUP_CELL_METADATA, Project, badge_cell_source, read_project, setup_cell_source  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES_DIR = REPO_ROOT / "scripts" / "notebook_sources"
@@ -96,7 +96,7 @@ def build_notebook(source: Path, project: Project | None = None) -> nbformat.Not
         notebook.cells.append(cell)
     badge = nbformat.v4.new_markdown_cell(badge_cell_source(project, source.stem))
     badge.id = f"{prefix}-colab-badge"
-    setup = nbformat.v4.new_code_cell(setup_cell_source(project))
+    setup = nbformat.v4.new_code_cell(setup_cell_source(project), metadata=SETUP_CELL_METADATA)
     setup.id = f"{prefix}-colab-setup"
     first_code = next((i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"), len(notebook.cells))
     notebook.cells.insert(first_code, setup)  # the first code cell, after the title and introduction

@@ -36,16 +36,24 @@ return [...document.querySelectorAll('.output.traceback, .output.error, div.cell
 """
 MATHJAX_SCRIPT = """
 const done = arguments[arguments.length - 1];
-if (!window.MathJax || !MathJax.Hub) { done({loaded: false}); return; }
-MathJax.Hub.Queue(() => done({loaded: true, errors: document.querySelectorAll('.MathJax_Error, merror').length,
-                              rendered: document.querySelectorAll('.MathJax, .MathJax_Display').length}));
+if (!window.MathJax || !MathJax.startup || !MathJax.startup.promise) { done({loaded: false}); return; }
+MathJax.startup.promise.then(() => done({loaded: true, errors: document.querySelectorAll('mjx-merror').length,
+                                         rendered: document.querySelectorAll('mjx-container').length}));
 """
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # one line per request otherwise
+        pass
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # the browser cancelling a request it no longer needs
+        pass
+
+
 def _serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None  # quiet
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _QuietServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
@@ -87,6 +95,8 @@ def _check_page(driver, base: str, page: str, linked: set[str]) -> list[str]:
     mathjax = driver.execute_async_script(MATHJAX_SCRIPT)
     if mathjax.get("loaded") and mathjax["errors"]:
         problems.append(f"{page}: MathJax reported {mathjax['errors']} error(s)")
+    if driver.execute_script("return document.querySelectorAll('.math').length") and not mathjax.get("rendered"):
+        problems.append(f"{page}: the page has maths but MathJax rendered none")
     for entry in driver.get_log("browser"):
         if entry["level"] == "SEVERE":
             problems.append(f"{page}: console error: {entry['message'][:300]}")
@@ -120,3 +130,26 @@ def test_every_page_loads_renders_its_figures_and_links_resolve(site: Path, tmp_
     assert len(pages) >= 10, f"only {len(pages)} pages: {pages}"
     assert any(page.startswith("notebooks/") for page in pages) and any(page.startswith("api/") for page in pages)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="chromium / chromedriver not installed")
+def test_the_page_check_reports_a_broken_image_a_traceback_a_console_error_and_a_dead_link(tmp_path: Path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(
+        '<html><body><img src="missing.png"><div class="output traceback">ZeroDivisionError</div>'
+        '<a href="gone.html">gone</a><script>console.error("boom")</script></body></html>')
+    server, base = _serve(site)
+    driver = _browser(tmp_path / "chromium-profile")
+    linked = set()
+    try:
+        problems = _check_page(driver, base, "index.html", linked)
+    finally:
+        driver.quit()
+    try:
+        statuses = {url: _status(url) for url in linked}
+    finally:
+        server.shutdown()
+    text = "\n".join(problems)
+    assert "image not rendered" in text and "shows an error" in text and "boom" in text
+    assert statuses == {base + "gone.html": 404}

@@ -111,6 +111,8 @@ def test_every_notebook_gets_the_badge_first_and_the_setup_as_first_code_cell(tm
                      ("code", "09-001"), ("markdown", "09-002")]
     assert FORK.colab_url("09_example") in notebook.cells[0].source
     assert notebook.cells[2].source == setup_cell_source(FORK)
+    assert "remove-cell" in notebook.cells[2].metadata["tags"]  # the site leaves it out; Colab shows its title
+    assert notebook.cells[2].source.startswith("#@title ")
 
 
 def test_readme_links_follow_the_project(tmp_path: Path):
