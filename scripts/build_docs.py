@@ -95,6 +95,25 @@ def execute(notebook: Path, mode: str, target: Path) -> dict:
     return record
 
 
+def cached_execution(notebook: Path, mode: str, packages: str | None = None) -> Path:
+    """Where the executed copy of ``notebook`` in ``mode`` is (or would be) cached."""
+    key = cache_key(notebook, mode, packages if packages is not None else package_hash())
+    return CACHE_DIR / mode / f"{notebook.stem}-{key}.ipynb"
+
+
+def execution_problems(path: Path) -> list[str]:
+    """Why an executed notebook does not count as a clean run: unexecuted code cells, error outputs."""
+    problems = []
+    for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        if cell.execution_count is None:
+            problems.append(f"cell {index} ({cell.get('id')}) was not executed")
+        problems += [f"cell {index} ({cell.get('id')}) raised {output.get('ename')}: {output.get('evalue')}"
+                     for output in cell.outputs if output.output_type == "error"]
+    return problems
+
+
 def executed_notebooks(mode: str, run: bool = True, names: list[str] | None = None) -> dict[str, Path]:
     """Stem -> executed copy of every notebook, running only those whose cache key changed."""
     packages = package_hash()
@@ -102,7 +121,7 @@ def executed_notebooks(mode: str, run: bool = True, names: list[str] | None = No
     for notebook in sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb")):
         if names and notebook.stem not in names and notebook.stem[:2] not in names:
             continue
-        target = CACHE_DIR / mode / f"{notebook.stem}-{cache_key(notebook, mode, packages)}.ipynb"
+        target = cached_execution(notebook, mode, packages)
         if target.exists():
             print(f"[cached]   {notebook.name} ({target.name})")
         elif not run:
