@@ -72,7 +72,8 @@ transformers_logging.disable_progress_bar()
 torch.manual_seed(0)
 FIGURES_DIR = cache_dir() / "smoke-figures" if SMOKE else figures_dir()  # smoke runs leave figures/ alone
 torch.set_printoptions(precision=4, sci_mode=False)
-print(f"SMOKE={SMOKE}, beta={BETA}")
+print(f"SMOKE={SMOKE}, beta={BETA}; float32 on the CPU whatever the hardware (toy sizes: no mixed precision, "
+      "no activation checkpointing)")
 
 # %% [markdown]
 # ## 1. Bradley-Terry: preferences from rewards

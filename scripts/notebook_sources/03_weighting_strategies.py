@@ -59,7 +59,7 @@ transformers_logging.set_verbosity_error()  # no weight-loading bars or tokenize
 transformers_logging.disable_progress_bar()
 FIGURES_DIR = cache_dir() / "smoke-figures" if SMOKE else figures_dir()  # smoke runs leave figures/ alone
 torch.set_printoptions(precision=3, sci_mode=False, linewidth=140)
-print(f"SMOKE={SMOKE}")
+print(f"SMOKE={SMOKE}; float32 on the CPU whatever the hardware (no training here: nothing to checkpoint)")
 
 # %% [markdown]
 # ## 1. Real prompt embeddings
@@ -320,9 +320,14 @@ for scale in scales:
     chosen_gap.append(((rpo_c - dpo_c).norm() / dpo_c.norm()).item())
     rejected_gap.append(((rpo_r - first_order_r).norm() / first_order_r.norm()).item())
 assert chosen_gap[0] < 1e-6 and rejected_gap[0] < 1e-6  # scale 0 is the reference
+near = [(x, gap) for x, gap in zip(curvature, chosen_gap) if 0 < x < 0.2]
+slopes = [gap / x for x, gap in near]
+assert max(slopes) < 1.2 * min(slopes)  # near the reference the gap grows in proportion to N w beta |c - r|
 print(" max N w beta |c - r| | chosen: |RPO - DPO| / |DPO| | rejected: |RPO - DPO x colsum| / |DPO x colsum|")
 for k in range(0, len(scales), 6):
     print(f" {curvature[k]:20.3f} | {chosen_gap[k]:28.4f} | {rejected_gap[k]:.4f}")
+print(f"near the reference (largest contrast < 0.2): chosen gap / (N w beta |c - r|) between {min(slopes):.3f} "
+      f"and {max(slopes):.3f}")
 
 figure, axis = plt.subplots(figsize=(7, 4))
 axis.loglog(curvature[1:], chosen_gap[1:], marker="o", markersize=3, label="chosen log-ratios: vs DPO")
@@ -337,7 +342,8 @@ save(figure, FIGURES_DIR / "first_order_equivalence.png");
 
 # %% [markdown]
 # Near the reference both differences grow in proportion to $N w_{ij}\beta\,|c_i - r_j|$ (the first-order term
-# of each sigmoid), and while that quantity is well below 1 the two methods take nearly the same steps. Once it
+# of each sigmoid; on this batch about a sixteenth of it, so about 6 % when the largest contrast reaches 1), and
+# while that quantity is well below 1 the two methods take nearly the same steps. Once it
 # reaches a few, the sigmoids of the own pairs (largest $w_{ii}$, largest margins) saturate first, so RPO keeps
 # pushing through the cross-prompt contrasts that are still unsaturated while DPO's gradient on that pair fades:
 # that is where cross-prompt information can change training, and only there.
