@@ -221,8 +221,9 @@ if trl is not None:
 
     trl_policy = tiny_model(len(tokenizer), seed=0) if SMOKE else load_policy()
     trl_reference = copy.deepcopy(trl_policy).eval().requires_grad_(False)
-    trainable = train_top_layers(trl_policy, TRAIN_TOP_LAYERS)  # the Trainer's optimizer takes what needs grad
-    trainable_fraction = sum(p.numel() for p in trainable) / sum(p.numel() for p in trl_policy.parameters())
+    train_top_layers(trl_policy, TRAIN_TOP_LAYERS)  # the Trainer's optimizer takes the parameters that need grad
+    trainable_fraction = (sum(p.numel() for p in trl_policy.parameters() if p.requires_grad)
+                          / sum(p.numel() for p in trl_policy.parameters()))
     plan = plan_training(detect_device(), SMOLLM2_135M, pairs=BATCH_SIZE, max_length=MAX_LENGTH,
                          trainable_fraction=trainable_fraction)
     print(f"TRL run: {plan.describe()}")
