@@ -3,6 +3,7 @@
     python scripts/build_docs.py                # real mode: every notebook as a reader runs it (`make docs`)
     python scripts/build_docs.py --mode smoke   # RPO_SMOKE=1 runs, fast (`make docs-smoke`, what CI builds)
     python scripts/build_docs.py --mode smoke --no-execute   # reuse cached executions only (fails on a miss)
+    python scripts/build_docs.py --rerun 02 06              # re-run these even if cached (data changed)
 
 Steps:
 
@@ -114,15 +115,21 @@ def execution_problems(path: Path) -> list[str]:
     return problems
 
 
-def executed_notebooks(mode: str, run: bool = True, names: list[str] | None = None) -> dict[str, Path]:
-    """Stem -> executed copy of every notebook, running only those whose cache key changed."""
+def executed_notebooks(mode: str, run: bool = True, names: list[str] | None = None,
+                       rerun: list[str] | None = None) -> dict[str, Path]:
+    """Stem -> executed copy of every notebook, running only those whose cache key changed, and ``rerun``.
+
+    The key does not cover the data a notebook finds (``../shared/data``, ``outputs/demo``): after those
+    change, ``--rerun`` re-runs the notebooks named (stems or two-digit numbers).
+    """
     packages = package_hash()
     result = {}
     for notebook in sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb")):
         if names and notebook.stem not in names and notebook.stem[:2] not in names:
             continue
         target = cached_execution(notebook, mode, packages)
-        if target.exists():
+        forced = bool(rerun) and (notebook.stem in rerun or notebook.stem[:2] in rerun)
+        if target.exists() and not forced:
             print(f"[cached]   {notebook.name} ({target.name})")
         elif not run:
             raise SystemExit(f"{notebook.name}: no cached {mode} execution for this version (--no-execute)")
@@ -262,10 +269,10 @@ def copy_mathjax(target: Path) -> None:
         (shutil.copytree if (es5 / part).is_dir() else shutil.copy)(es5 / part, target / part)
 
 
-def build(mode: str, run: bool = True, names: list[str] | None = None) -> Path:
+def build(mode: str, run: bool = True, names: list[str] | None = None, rerun: list[str] | None = None) -> Path:
     """Execute (cached), assemble and build; returns the site folder."""
     start = time.perf_counter()
-    executed = executed_notebooks(mode, run=run, names=names)
+    executed = executed_notebooks(mode, run=run, names=names, rerun=rerun)
     source = BUILD_DIR / "docs-src" / mode
     output = BUILD_DIR / ("site" if mode == "real" else "site-smoke")
     assemble(mode, executed, source)
@@ -282,9 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("real", "smoke"), default="real")
     parser.add_argument("--no-execute", action="store_true", help="use cached executions only")
-    parser.add_argument("notebooks", nargs="*", help="only these notebooks (stems or two-digit numbers)")
+    parser.add_argument("--rerun", nargs="+", default=[], metavar="NOTEBOOK",
+                        help="re-run these even when cached (e.g. after ../shared/data or outputs/demo changed)")
+    parser.add_argument("notebooks", nargs="*", help="only these notebooks (stems or two-digit numbers); the site "
+                                                     "then holds only these")
     args = parser.parse_args(argv)
-    build(args.mode, run=not args.no_execute, names=args.notebooks or None)
+    build(args.mode, run=not args.no_execute, names=args.notebooks or None, rerun=args.rerun)
     return 0
 
 

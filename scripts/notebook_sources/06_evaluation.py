@@ -364,7 +364,14 @@ if local_prompts is not None and local_prompts.exists():
 elif SMOKE:  # no shared data and no internet in CI: a few demo prompts in the same format
     alpaca_rows = [{"instruction": prompt, "dataset": "demo"} for prompt in prompts]
 else:
-    alpaca_rows = load_alpaca_eval_prompts()  # the hub's evaluation set
+    try:
+        alpaca_rows = load_alpaca_eval_prompts()  # the hub's evaluation set
+    except OSError as error:  # no ../shared/data and no Hugging Face hub (offline): a clean stop, not a traceback
+        notice(f"The 805 AlpacaEval instructions could not be loaded ({type(error).__name__}): there is no "
+               "`../shared/data/alpaca_eval` and the Hugging Face hub cannot be reached from here. Exporting the "
+               "held-out demo prompts in the same format instead: a check of the pipeline, **not** an AlpacaEval "
+               "result.", kind="stop")
+        alpaca_rows = [{"instruction": prompt, "dataset": "demo"} for prompt in prompts]
 alpaca_rows = list(alpaca_rows)[:ALPACA_PROMPTS]
 print(f"{len(alpaca_rows)} AlpacaEval instructions")
 
