@@ -135,7 +135,15 @@ def executed_notebooks(mode: str, run: bool = True, names: list[str] | None = No
             raise SystemExit(f"{notebook.name}: no cached {mode} execution for this version (--no-execute)")
         else:
             print(f"[running]  {notebook.name} in {mode} mode ...", flush=True)
-            record = execute(notebook, mode, target)
+            from nbclient.exceptions import CellExecutionError
+
+            try:
+                record = execute(notebook, mode, target)
+            except CellExecutionError as error:
+                raise SystemExit(f"{notebook.name} failed in {mode} mode (nothing cached for it):\n{error}") from None
+            for stale in target.parent.glob(f"{notebook.stem}-*"):  # executions of earlier versions
+                if stale.stem != target.stem:
+                    stale.unlink()
             print(f"[executed] {notebook.name}: {record['seconds']:.0f} s (load {record['load_average_before']:.1f}"
                   f" -> {record['load_average_after']:.1f})", flush=True)
         result[notebook.stem] = target

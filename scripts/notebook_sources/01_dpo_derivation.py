@@ -28,16 +28,16 @@
 #
 # | notebook | CPU (real mode, 2 cores) | GPU | API key |
 # |---|---|---|---|
-# | 01 DPO derivation | ~1 min | no | no |
-# | 02 contrast matrix | ~2 min | no | no |
-# | 03 weighting strategies | ~2 min | no | no |
-# | 04 small-scale training | ~20 min (a smaller study) | optional: the full study | no |
+# | 01 DPO derivation | under 1 min | no | no |
+# | 02 contrast matrix | ~1-2 min | no | no |
+# | 03 weighting strategies | ~1 min | no | no |
+# | 04 small-scale training | ~15-20 min (a smaller study) | optional: the full study | no |
 # | 05 Mistral-7B on 8 GPUs | stops with a message in seconds | 8 GPUs of >= 40 GB for the real run | no (the Hugging Face hub for the model) |
-# | 06 evaluation | ~10 min (offline judges, time budgets) | optional: faster sampling, the full AlpacaEval export | optional: `OPENAI_API_KEY` for the GPT-4 judge and AlpacaEval |
-# | 07 RPO in your trainer | ~5 min (8 + 8 steps of SmolLM2-135M) | optional | no |
+# | 06 evaluation | 4-10 min (offline judges, time budgets) | optional: faster sampling, the full AlpacaEval export | optional: `OPENAI_API_KEY` for the GPT-4 judge and AlpacaEval |
+# | 07 RPO in your trainer | ~2 min (8 + 8 steps of SmolLM2-135M) | optional | no |
 #
-# The CPU minutes are wall-clock on the project's shared 2-core machine (see the README for the load at each
-# measurement); an idle laptop is faster. Every long cell times its own first step and prints an estimate before
+# The CPU minutes are wall-clock on the project's shared 2-core machine at load averages of 2-6 (the README gives
+# each measurement with its load); an idle laptop is faster. Every long cell times its own first step and prints an estimate before
 # it commits to the rest. Each notebook opens in Colab from its badge, and its first code cell installs the
 # package there (and does nothing anywhere else).
 

@@ -11,7 +11,7 @@
 #
 # Real mode trains the top two decoder layers of the bundled SmolLM2-135M-Instruct for a few steps on a CPU
 # (8 steps of 4 pairs in each section: a demonstration that the loss trains, not a trained model); each section
-# prints its time estimate before it trains, and the notebook took 5 minutes on 2 shared cores (load average 5).
+# prints its time estimate before it trains, and the notebook took 2 minutes on 2 shared cores (load average 2-3).
 # `RPO_SMOKE=1` uses a tiny random model. On a GPU, raise `STEPS` and set `TRAIN_TOP_LAYERS = None`.
 
 # %%
