@@ -2,6 +2,9 @@
 #   make demo   - set up (first time only) and run the offline end-to-end demo
 #   make test   - set up (first time only) and run pytest + every notebook in smoke mode
 #   make lab    - set up (first time only, with the notebook extras) and open JupyterLab in notebooks/
+#   make docs   - execute every notebook in REAL mode (cached: only changed notebooks re-run) and build the
+#                 static site in build/site (what is published); make docs-smoke: the same from RPO_SMOKE=1
+#                 runs into build/site-smoke (fast; CI builds it and tests it in a headless browser)
 # The virtualenv lives in $(VENV) and is reused; delete it to start over.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,10 +12,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.rpo-tutorial-installed
 LAB_STAMP := $(VENV)/.rpo-tutorial-lab-installed
+DOCS_STAMP := $(VENV)/.rpo-tutorial-docs-installed
 LAB_ARGS ?=
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup demo test test-fast figures bench lab clean-venv
+.PHONY: setup demo test test-fast figures bench lab docs docs-smoke clean-venv
 
 setup: $(STAMP)
 
@@ -38,6 +42,20 @@ $(LAB_STAMP): $(STAMP)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(LAB_STAMP)
 	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+
+# The site: Sphinx + MyST-NB + Furo (docs/site/README.md says why). scripts/build_docs.py executes each
+# notebook itself with nbclient and caches the executed copy under .cache/docs/executed/<mode>/, keyed on the
+# notebook file + the mode + a hash of every source file of rpo_tutorial/ and rpo_lab/; Sphinx then renders the
+# executed copies without executing anything. No network at build or view time (MathJax is served locally).
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) install --quiet -e ".[ci,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) scripts/build_docs.py --mode real
+
+docs-smoke: $(DOCS_STAMP)
+	$(PY) scripts/build_docs.py --mode smoke
 
 demo: $(STAMP)
 	$(PY) -m rpo_lab demo --output-dir $(DEMO_OUT)

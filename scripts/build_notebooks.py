@@ -14,6 +14,11 @@ Markdown lines lose their leading ``# ``. The notebooks are written with outputs
 ``python3`` kernel spec and stable cell ids, so rebuilding an unchanged source gives an identical
 file and ``git diff`` shows only real edits.
 
+Every notebook also gets, from ``rpo_lab/colab.py`` (never by hand in a source), an "Open in Colab"
+badge as its first cell and a Colab set-up cell as its first code cell (after the title cell). The
+README's Colab and docs-site links are rewritten from the same place (``[project.urls] Repository``
+and ``[project] version`` in pyproject.toml), so a fork changes one line and reruns this script.
+
 Usage:
     python scripts/build_notebooks.py                 # rebuild every notebook that has a source
     python scripts/build_notebooks.py 02_contrast_matrix
@@ -27,6 +32,9 @@ import sys
 from pathlib import Path
 
 import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rpo_lab.colab import SETUP_CELL_METADATA, Project, badge_cell_source, read_project, setup_cell_source  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES_DIR = REPO_ROOT / "scripts" / "notebook_sources"
@@ -75,21 +83,41 @@ def parse_cells(source: Path) -> list[tuple[str, str]]:
     return cells
 
 
-def build_notebook(source: Path) -> nbformat.NotebookNode:
-    """The notebook for one source file, outputs empty, stable cell ids."""
+def build_notebook(source: Path, project: Project | None = None) -> nbformat.NotebookNode:
+    """The notebook for one source file, outputs empty, stable cell ids, with the Colab badge and cell."""
+    project = project or read_project()
     notebook = nbformat.v4.new_notebook()
     notebook.metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    prefix = source.stem[:2]
     for index, (kind, text) in enumerate(parse_cells(source)):
         maker = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
         cell = maker(text)
-        cell.id = f"{source.stem[:2]}-{index:03d}"
+        cell.id = f"{prefix}-{index:03d}"
         notebook.cells.append(cell)
+    badge = nbformat.v4.new_markdown_cell(badge_cell_source(project, source.stem))
+    badge.id = f"{prefix}-colab-badge"
+    setup = nbformat.v4.new_code_cell(setup_cell_source(project), metadata=SETUP_CELL_METADATA)
+    setup.id = f"{prefix}-colab-setup"
+    first_code = next((i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"), len(notebook.cells))
+    notebook.cells.insert(first_code, setup)  # the first code cell, after the title and introduction
+    notebook.cells.insert(0, badge)
     nbformat.validate(notebook)
     return notebook
 
 
-def render(source: Path) -> str:
-    return nbformat.writes(build_notebook(source), version=4) + "\n"
+def render(source: Path, project: Project | None = None) -> str:
+    return nbformat.writes(build_notebook(source, project), version=4) + "\n"
+
+
+COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^/\s]+/[^/\s]+/blob/[^/\s]+/notebooks/"
+                        r"(?P<stem>[0-9A-Za-z_]+)\.ipynb")
+SITE_LINK = re.compile(r"https://[A-Za-z0-9-]+\.github\.io/[A-Za-z0-9_.-]+/")
+
+
+def update_readme_links(text: str, project: Project) -> str:
+    """``text`` with every Colab notebook link and the docs-site URL pointing at ``project``."""
+    text = COLAB_LINK.sub(lambda match: project.colab_url(match["stem"]), text)
+    return SITE_LINK.sub(project.site_url, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,11 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sources = [SOURCES_DIR / f"{name}.py" for name in args.names] or sorted(SOURCES_DIR.glob("[0-9]*.py"))
     stale = []
+    project = read_project()
+    readme = REPO_ROOT / "README.md"
+    readme_text = update_readme_links(readme.read_text(), project)
+    if readme_text != readme.read_text():
+        if args.check:
+            stale.append(str(readme))
+        else:
+            readme.write_text(readme_text)
+            print("updated the Colab and docs-site links in README.md")
     for source in sources:
         if not source.exists():
             raise SystemExit(f"no source {source}")
         target = NOTEBOOKS_DIR / f"{source.stem}.ipynb"
-        text = render(source)
+        text = render(source, project)
         if args.check:
             if not target.exists() or target.read_text() != text:
                 stale.append(str(target))

@@ -1,6 +1,6 @@
 """A study's data settings, tokenized once and turned into trunk features once.
 
-- ``controlled``: the demo pairs with the cluster-dependent preference (``data.controlled``);
+- ``controlled``: the demo pairs with the cluster-dependent preference (``rpo_lab.study.controlled``);
 - ``control``: the demo pairs unchanged (higher sentiment wins everywhere);
 - ``hh``: the Anthropic HH harmless-base test file in ``../shared/data`` (skipped where absent),
   split by prompt (prompts shuffled with seed 0: the first ``hh_heldout_pairs`` distinct prompts are

@@ -2,7 +2,7 @@
 
 Ground truth r*(x, y) of a held-out prompt x and a sampled response y (``reward``):
 
-- ``controlled``: r* = sign(cluster(x)) x sentiment(y) (``data.controlled.controlled_reward``): the
+- ``controlled``: r* = sign(cluster(x)) x sentiment(y) (``rpo_lab.study.controlled.controlled_reward``): the
   happier response wins in cooking / travel / pets / gardening, the gloomier one in sports / music /
   school / work;
 - ``control``: r* = sentiment(y) (the happier response wins everywhere);

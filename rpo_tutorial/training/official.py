@@ -1,7 +1,7 @@
 """The official code's behaviour as one switch on top of any configuration.
 
 The paper's numbers were produced by the authors' code, which differs from the paper's text in
-five settings (notebook 03, section 5, measures each). This module sets all five at once:
+five settings (notebook 03, section 6, measures each). This module sets all five at once:
 
     from rpo_tutorial.training.config import get_preset
     from rpo_tutorial.training.official import official_convention

@@ -17,6 +17,29 @@
 # 7. Across prompts: $Z(x)$ no longer cancels, and what RPO assumes (paper Eq. 13)
 #
 # Everything runs on a laptop CPU in seconds. The switch below makes CI runs smaller still.
+#
+# ## Who this tutorial is for, and what each notebook needs
+#
+# For readers who know PyTorch and the basics of fine-tuning language models, and want to understand RPO well
+# enough to use it or to judge its claims: the derivation from DPO (01), the contrast matrix and its weights on
+# real numbers (02, 03), a seeded comparison with DPO (04), the paper's full-size recipe (05), the evaluation (06),
+# and the loss in your own trainer (07). No reinforcement-learning background is assumed; every equation is
+# followed by the code that computes it, and every number comes from a run you can repeat.
+#
+# | notebook | CPU (real mode, 2 cores) | GPU | API key |
+# |---|---|---|---|
+# | 01 DPO derivation | under 1 min | no | no |
+# | 02 contrast matrix | ~1-2 min | no | no |
+# | 03 weighting strategies | ~1 min | no | no |
+# | 04 small-scale training | ~15-20 min (a smaller study) | optional: the full study | no |
+# | 05 Mistral-7B on 8 GPUs | stops with a message in seconds | 8 GPUs of >= 40 GB for the real run | no (the Hugging Face hub for the model) |
+# | 06 evaluation | 4-10 min (offline judges, time budgets) | optional: faster sampling, the full AlpacaEval export | optional: `OPENAI_API_KEY` for the GPT-4 judge and AlpacaEval |
+# | 07 RPO in your trainer | ~2 min (8 + 8 steps of SmolLM2-135M) | optional | no |
+#
+# The CPU minutes are wall-clock on the project's shared 2-core machine at load averages of 2-6 (the README gives
+# each measurement with its load); an idle laptop is faster. Every long cell times its own first step and prints an estimate before
+# it commits to the rest. Each notebook opens in Colab from its badge, and its first code cell installs the
+# package there (and does nothing anywhere else).
 
 # %%
 import os
@@ -49,7 +72,8 @@ transformers_logging.disable_progress_bar()
 torch.manual_seed(0)
 FIGURES_DIR = cache_dir() / "smoke-figures" if SMOKE else figures_dir()  # smoke runs leave figures/ alone
 torch.set_printoptions(precision=4, sci_mode=False)
-print(f"SMOKE={SMOKE}, beta={BETA}")
+print(f"SMOKE={SMOKE}, beta={BETA}; float32 on the CPU whatever the hardware (toy sizes: no mixed precision, "
+      "no activation checkpointing)")
 
 # %% [markdown]
 # ## 1. Bradley-Terry: preferences from rewards

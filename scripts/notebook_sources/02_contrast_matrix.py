@@ -115,7 +115,8 @@ for index, (pair, topic) in enumerate(zip(pairs, topics)):
 
 # %%
 tokenizer = models.load_tokenizer()
-reference = models.load_policy().eval().requires_grad_(False)  # SmolLM2-135M-Instruct, frozen
+# float32 on any hardware, set explicitly: nothing here trains for long, and exact log-probs keep the checks tight
+reference = models.load_policy(dtype=torch.float32).eval().requires_grad_(False)  # SmolLM2-135M-Instruct, frozen
 examples = [tokenize_pair(pair, tokenizer, max_prompt_length=MAX_PROMPT_LENGTH, max_length=MAX_LENGTH)
             for pair in pairs]
 batch = PreferenceCollator(tokenizer.pad_token_id)(examples)
@@ -353,7 +354,27 @@ plot_contrast_matrices(
 # $\mathcal{L}_{\text{RPO}} = \frac{1}{M}\sum_i \frac{1}{N}\sum_j -\log\sigma(w_{ij}\, s_{ij})$, with
 # $w_{ij}$ a softmax over $j$ of $-d_{ij}/\tau$ and $d_{ij}$ the cosine distance between the prompts'
 # embeddings, with the paper's $\tau = 0.5$ for paired and $0.75$ for unpaired data. Notebook 03 explores
-# the weights; here is the resulting loss on this batch.
+# the weights.
+#
+# This is the package's own code for Eq. 10 and Eq. 15, read from `rpo_tutorial/losses.py` when the cell runs
+# (`inspect.getsource`), so what you read here is what trains: `contrast_matrix` is the broadcast
+# $s = \beta(c\,\mathbf{1}^\top - \mathbf{1}\,r^\top)$, `rpo_pair_losses` applies the weights inside the log-sigmoid and
+# takes the mean over $j$ (`placement="loss"` is the official code's variant for its diagonal strategy,
+# notebook 03), and `rpo_loss` checks its inputs, forms the log-ratios in float32 and returns
+# `(losses, chosen_rewards, rejected_rewards)` like every loss of the package.
+
+# %%
+import inspect
+
+from IPython.display import Markdown, display
+
+from rpo_tutorial.losses import rpo_pair_losses
+
+display(Markdown("```python\n" + "\n".join(inspect.getsource(function) for function in
+                                            (contrast_matrix, rpo_pair_losses, rpo_loss)) + "```"))
+
+# %% [markdown]
+# Here is the resulting loss on this batch.
 
 # %%
 embedder = PromptEmbedder()

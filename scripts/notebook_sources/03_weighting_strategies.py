@@ -11,7 +11,9 @@
 # 2. Embedding weights across the temperature $\tau$ (paper Eq. 12; the values of the paper's Table 2)
 # 3. The other strategies: uniform, diagonal (paper Eq. 14) and Sinkhorn (beyond the paper)
 # 4. The effective $\beta$ of each contrast: weights sit inside the sigmoid
-# 5. Paper versus official code, numerically:
+# 5. Matched $\beta$: RPO is DPO to first order, and where the curvature makes them differ (reading the paper's
+#    Table 1)
+# 6. Paper versus official code, numerically:
 #    (a) weights inside or outside the log-sigmoid, (b) uniform $1/N$ or $1$,
 #    (c) per-device or global contrast matrix, (d) embedding every step or once,
 #    (e) one switch, `official_convention`, that reproduces the official code's loss
@@ -27,8 +29,8 @@ TAUS = (0.25, 0.5, 0.75, 1.0)  # the temperatures of the paper's Table 2
 TAU = 0.5  # the temperature used where one is needed
 ALPHA = 0.5  # the diagonal strategy's weight on the own pair
 BETA = 0.1
-TIMING_REPEATS = 2 if SMOKE else 30  # timed calls per method in section 5(d)
-SHUFFLES = 200 if SMOKE else 5000  # random batch orders in section 5(c)
+TIMING_REPEATS = 2 if SMOKE else 30  # timed calls per method in section 6(d)
+SHUFFLES = 200 if SMOKE else 5000  # random batch orders in section 6(c)
 
 # %%
 import time
@@ -39,9 +41,9 @@ from transformers.utils import logging as transformers_logging
 
 from rpo_tutorial.data.embeddings import PromptEmbedder, add_prompt_embeddings, stack_prompt_embeddings
 from rpo_tutorial.data.examples import example_texts, example_topics
-from rpo_tutorial.losses import contrast_matrix, rpo_loss
+from rpo_tutorial.losses import contrast_matrix, dpo_loss, rpo_loss
 from rpo_tutorial.paths import cache_dir, figures_dir
-from rpo_tutorial.plots.tutorial import plot_coverage, plot_weight_panels, weight_shares
+from rpo_tutorial.plots.tutorial import plot_coverage, plot_weight_panels, plt, save, weight_shares
 from rpo_tutorial.weighting import (
     compute_weights,
     diagonal_mass,
@@ -57,7 +59,7 @@ transformers_logging.set_verbosity_error()  # no weight-loading bars or tokenize
 transformers_logging.disable_progress_bar()
 FIGURES_DIR = cache_dir() / "smoke-figures" if SMOKE else figures_dir()  # smoke runs leave figures/ alone
 torch.set_printoptions(precision=3, sci_mode=False, linewidth=140)
-print(f"SMOKE={SMOKE}")
+print(f"SMOKE={SMOKE}; float32 on the CPU whatever the hardware (no training here: nothing to checkpoint)")
 
 # %% [markdown]
 # ## 1. Real prompt embeddings
@@ -133,7 +135,7 @@ plot_weight_panels(weights_by_tau, labels, topics, "share of each row's weight, 
 # ## 3. The other strategies
 #
 # * **Uniform**: $w_{ij} = 1/N$. Every contrast counts the same, related or not (the paper's "naive"
-#   baseline; section 5(b) shows the official code's variant).
+#   baseline; section 6(b) shows the official code's variant).
 # * **Diagonal** (paper Eq. 14, paired data only): $w_{ii} = \alpha$ and $w_{ij} = (1-\alpha)/(M-1)$ for
 #   $j \ne i$. $\alpha = 1$ keeps only DPO's own pairs; $\alpha = 1/M$ is uniform. It ignores the prompts'
 #   meaning.
@@ -224,15 +226,140 @@ chosen = zeros.clone().requires_grad_(True)
 rpo_loss(chosen, zeros, zeros, zeros, strategies[f"embedding, tau={TAU}"], beta=BETA)[0].mean().backward()
 rpo_gradient = chosen.grad.clone()
 chosen.grad = None
-from rpo_tutorial.losses import dpo_loss  # noqa: E402
-
 dpo_loss(chosen, zeros, zeros, zeros, beta=BETA)[0].mean().backward()
 print(f"d loss / d c_i at s = 0: RPO {rpo_gradient[0]:.6f}, DPO {chosen.grad[0]:.6f} "
       f"(ratio {chosen.grad[0] / rpo_gradient[0]:.1f})")
 torch.testing.assert_close(chosen.grad / rpo_gradient, torch.full((8,), 8.0))  # exactly N times
 
 # %% [markdown]
-# ## 5. Paper versus official code, numerically
+# ## 5. Matched $\beta$: RPO is DPO to first order
+#
+# Section 4 says that at the paper's $\beta$ an RPO contrast acts like DPO with $\beta / N$. The fair
+# comparison therefore gives RPO $N$ times DPO's $\beta$ (the *matched* $\beta \times N$ of the demo and the study).
+# Then something stronger holds. Write the batch loss with $\beta_{\text{RPO}} = N\beta$,
+# $\mathcal{L} = \frac{1}{M}\sum_i \frac{1}{N}\sum_j -\log\sigma\big(N\beta\, w_{ij}(c_i - r_j)\big)$, and differentiate
+# ($\frac{d}{dx}\,{-\log\sigma(x)} = -\sigma(-x)$):
+#
+# $$
+# \frac{\partial \mathcal{L}}{\partial c_i} = -\frac{\beta}{M}\sum_{j} w_{ij}\,\sigma\big(-N\beta\, w_{ij}(c_i - r_j)\big),
+# \qquad
+# \frac{\partial \mathcal{L}}{\partial r_j} = +\frac{\beta}{M}\sum_{i} w_{ij}\,\sigma\big(-N\beta\, w_{ij}(c_i - r_j)\big).
+# $$
+#
+# DPO's are $\mp\frac{\beta}{M}\,\sigma\big(-\beta(c_i - r_i)\big)$. At the reference every log-ratio is 0, so every
+# sigmoid is $\tfrac12$, and rows of $w$ sum to 1:
+#
+# * **chosen**: $\partial\mathcal{L}/\partial c_i = -\frac{\beta}{2M}\sum_j w_{ij} = -\frac{\beta}{2M}$, **exactly DPO's**;
+# * **rejected**: $\partial\mathcal{L}/\partial r_j = \frac{\beta}{2M}\sum_i w_{ij}$, **DPO's times the column sum**
+#   $\sum_i w_{ij}$: how much weight all chosen responses give rejected response $j$.
+#
+# So at the start of training the only cross-prompt information in matched RPO is the column sums. The rest
+# enters through the sigmoid's curvature: a contrast's factor $\sigma(-x_{ij})$ with
+# $x_{ij} = N\beta\,w_{ij}(c_i - r_j)$ leaves $\tfrac12$ by about $x_{ij}/4$, so the two methods part only once
+# $N w_{ij}\beta\,|c_i - r_j|$ is no longer small. First the reference, with the real embedding weights of section 1:
+
+# %%
+N = len(texts)  # 8 prompts, a paired batch: M = N
+matched_beta = BETA * N
+embedding = strategies[f"embedding, tau={TAU}"]  # (8, 8), real MiniLM weights
+column_sums = embedding.sum(dim=0)  # (8,): sum_i w_ij
+
+
+def gradients(loss_function, chosen_logratios, rejected_logratios):
+    """d mean(loss) / d (c, r) by autograd, the reference log-probs fixed at 0. Shape: (M,), (N,)."""
+    c = chosen_logratios.clone().requires_grad_(True)
+    r = rejected_logratios.clone().requires_grad_(True)
+    loss_function(c, r).mean().backward()
+    return c.grad, r.grad
+
+
+def matched_rpo(c, r, weights=embedding):
+    return rpo_loss(c, r, torch.zeros_like(c), torch.zeros_like(r), weights, beta=matched_beta)[0]
+
+
+def dpo(c, r):
+    return dpo_loss(c, r, torch.zeros_like(c), torch.zeros_like(r), beta=BETA)[0]
+
+
+rpo_chosen, rpo_rejected = gradients(matched_rpo, zeros, zeros)
+dpo_chosen, dpo_rejected = gradients(dpo, zeros, zeros)
+torch.testing.assert_close(rpo_chosen, dpo_chosen)  # chosen: exactly DPO's
+torch.testing.assert_close(rpo_rejected, dpo_rejected * column_sums)  # rejected: DPO's times the column sums
+print(f"at the reference (beta = {BETA} for DPO, {matched_beta:.1f} = beta x N for RPO):")
+print(f"  d L / d c_i: RPO {rpo_chosen[0]:+.6f}, DPO {dpo_chosen[0]:+.6f} (every i)")
+print(" prompt                                      | column sum | d L / d r_j: RPO  | DPO x column sum")
+for j, text in enumerate(texts):
+    print(f" [{j}] {text[:40]:40s} | {column_sums[j]:10.3f} | {rpo_rejected[j]:+.6f}        | "
+          f"{dpo_rejected[j] * column_sums[j]:+.6f}")
+print(f"column sums range {column_sums.min():.3f} - {column_sums.max():.3f}; uniform and diagonal weights: all 1")
+for name in ("uniform (paper: 1/N)", f"diagonal, alpha={ALPHA}"):
+    torch.testing.assert_close(strategies[name].sum(dim=0), torch.ones(N))  # these ARE DPO at the reference
+
+# %% [markdown]
+# The embedding weights' column sums stay close to 1 in this balanced batch (two prompts per topic), so at the
+# reference matched RPO pushes each rejected response down about as hard as DPO does; uniform and diagonal
+# weights have column sums of exactly 1 and *are* DPO there. Now move away from the reference. We scale a seeded
+# draw of log-ratios (chosen around $+1$, rejected around $-1$ nat) by a factor from 0 to 12, which takes the
+# own-pair margins $c_i - r_i$ from 0 to about 25 nats (a trained policy's margins are tens of nats: the demo ends
+# near 18), and compare the gradients at each scale: for the chosen log-ratios against DPO's, for the rejected
+# ones against DPO's times the column sums. The horizontal axis is the largest $N w_{ij}\beta\,|c_i - r_j|$ in the
+# batch; both axes are logarithmic, so growth in proportion to it is a line of slope 1.
+
+# %%
+draw = torch.Generator().manual_seed(3)
+unit_chosen = 1.0 + torch.randn(N, generator=draw)  # c at scale 1 (nats)
+unit_rejected = -1.0 + torch.randn(N, generator=draw)  # r at scale 1
+scales = torch.cat([torch.zeros(1), torch.logspace(-2, 1.08, 48)])  # 0, then 0.01 to 12 (log-spaced)
+curvature, chosen_gap, rejected_gap = [], [], []
+for scale in scales:
+    c, r = scale * unit_chosen, scale * unit_rejected
+    rpo_c, rpo_r = gradients(matched_rpo, c, r)
+    dpo_c, dpo_r = gradients(dpo, c, r)
+    first_order_r = dpo_r * column_sums  # what the reference-point identity predicts
+    curvature.append((N * BETA * embedding * (c[:, None] - r[None, :]).abs()).max().item())  # (M, N) -> max
+    chosen_gap.append(((rpo_c - dpo_c).norm() / dpo_c.norm()).item())
+    rejected_gap.append(((rpo_r - first_order_r).norm() / first_order_r.norm()).item())
+assert chosen_gap[0] < 1e-6 and rejected_gap[0] < 1e-6  # scale 0 is the reference
+near = [(x, gap) for x, gap in zip(curvature, chosen_gap) if 0 < x < 0.2]
+slopes = [gap / x for x, gap in near]
+assert max(slopes) < 1.2 * min(slopes)  # near the reference the gap grows in proportion to N w beta |c - r|
+print(" max N w beta |c - r| | chosen: |RPO - DPO| / |DPO| | rejected: |RPO - DPO x colsum| / |DPO x colsum|")
+for k in range(0, len(scales), 6):
+    print(f" {curvature[k]:20.3f} | {chosen_gap[k]:28.4f} | {rejected_gap[k]:.4f}")
+print(f"near the reference (largest contrast < 0.2): chosen gap / (N w beta |c - r|) between {min(slopes):.3f} "
+      f"and {max(slopes):.3f}")
+
+figure, axis = plt.subplots(figsize=(7, 4))
+axis.loglog(curvature[1:], chosen_gap[1:], marker="o", markersize=3, label="chosen log-ratios: vs DPO")
+axis.loglog(curvature[1:], rejected_gap[1:], marker="s", markersize=3,
+            label="rejected log-ratios: vs DPO x column sums")
+axis.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+axis.set_xlabel(r"largest $N\, w_{ij}\, \beta\, |c_i - r_j|$ in the batch")
+axis.set_ylabel("relative gradient difference")
+axis.set_title(f"Matched RPO (beta x N = {matched_beta:.1f}) against DPO (beta = {BETA}), embedding tau = {TAU}")
+axis.legend(fontsize=8)
+save(figure, FIGURES_DIR / "first_order_equivalence.png");
+
+# %% [markdown]
+# Near the reference both differences grow in proportion to $N w_{ij}\beta\,|c_i - r_j|$ (the first-order term
+# of each sigmoid; on this batch about a sixteenth of it, so about 6 % when the largest contrast reaches 1), and
+# while that quantity is well below 1 the two methods take nearly the same steps. Once it
+# reaches a few, the sigmoids of the own pairs (largest $w_{ii}$, largest margins) saturate first, so RPO keeps
+# pushing through the cross-prompt contrasts that are still unsaturated while DPO's gradient on that pair fades:
+# that is where cross-prompt information can change training, and only there.
+#
+# **Reading the paper's Table 1.** Its RPO rows use the paper's $\beta = 0.1$ with the weights inside the
+# sigmoid, against DPO at $\beta = 0.1$. Each RPO contrast then acts with $\beta w_{ij} \approx \beta / N$
+# ($N = 8$ per GPU in the official code), so the comparison changes two things at once: cross-prompt contrasts,
+# and an $N$ times weaker effective $\beta$ (a weaker pull towards the reference, and section 4's $N$ times
+# smaller starting gradient). DPO itself is sensitive to $\beta$, so a gap in that table cannot be credited to the
+# cross-prompt contrasts alone. A matched-$\beta$ comparison ($\beta \times N$ for RPO) removes the second change;
+# what is left is the column-sum reweighting at the start and the curvature terms above, which need margins large
+# enough for $N w_{ij}\beta\,|c_i - r_j|$ to reach about 1. The project's study (notebook 04,
+# `docs/study/study.md`) reports RPO at both $\beta$ for this reason.
+
+# %% [markdown]
+# ## 6. Paper versus official code, numerically
 #
 # For the rest of the notebook we need log-ratios. Real ones come from a model (notebook 02); here a
 # seeded random draw of plausible size (a few nats) is enough, because every comparison below is between
@@ -471,7 +598,8 @@ print("official_convention(get_preset('paper')):",
 # Embedding weights already agree (the paper and the official code both put them inside the sigmoid); the
 # uniform and diagonal strategies differ by the placement, the convention and $\alpha$ until the switch is on.
 #
-# Figures saved (full run): `figures/weights_across_tau.png` and `figures/strategy_comparison.png`.
+# Figures saved (full run): `figures/weights_across_tau.png`, `figures/strategy_comparison.png` and
+# `figures/first_order_equivalence.png`.
 #
 # **Summary.** Embedding weights put most of a row's weight on the own pair and related prompts, more so
 # for small $\tau$; the diagonal strategy does the same blindly; Sinkhorn keeps the preference for

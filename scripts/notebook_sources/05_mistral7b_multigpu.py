@@ -45,22 +45,11 @@ from rpo_lab.estimates import GB, MISTRAL_7B
 from rpo_tutorial.training.launch import paper_launch_commands
 from rpo_tutorial.data.run_logs import read_metrics
 from rpo_tutorial.plots.training import plot_training_curves
+from rpo_lab.notebook import notice  # a styled note or stop instead of a traceback
 
 RUN_DIR = paths.REPO_ROOT / "outputs" / ("05_smoke" if SMOKE else "05_mistral7b")  # outputs/ is git-ignored
 FIGURES_DIR = paths.cache_dir() / "smoke-figures" if SMOKE else paths.figures_dir()  # smoke leaves figures/ alone
 print(f"SMOKE={SMOKE}: {NUM_PROCESSES} processes, outputs in {RUN_DIR}")
-
-
-def stop_here(message: str) -> None:
-    """A styled notice instead of a traceback: what this cell would need, and what to do instead."""
-    try:
-        from IPython.display import HTML, display
-
-        display(HTML('<div style="border-left: 6px solid #d9822b; background: #fff4e5; padding: 10px 14px; '
-                     f'margin: 6px 0; font-family: sans-serif"><b>Not run on this machine.</b> {message}</div>'))
-    except ImportError:  # outside IPython
-        print(f"NOT RUN ON THIS MACHINE: {message}")
-
 # %% [markdown]
 # ## 1. The configuration
 #
@@ -253,10 +242,10 @@ else:
     environment = dict(os.environ)
 CAN_RUN = SMOKE or torch.cuda.device_count() >= PAPER_NUM_GPUS
 if not CAN_RUN:
-    stop_here(f"The paper run needs {PAPER_NUM_GPUS} GPUs with at least 40 GB each (about 22 GB used per GPU, "
-              f"section 3) and the Hugging Face hub; this machine has {torch.cuda.device_count()} GPU(s). "
-              "Run the commands of section 2 on an 8-GPU machine, or set <code>RPO_SMOKE=1</code> for the same "
-              "code path on two CPU processes. The cells below skip too.")
+    notice(f"The paper run needs {PAPER_NUM_GPUS} GPUs with at least 40 GB each (about 22 GB used per GPU, "
+           f"section 3) and the Hugging Face hub; this machine has {torch.cuda.device_count()} GPU(s). "
+           "Run the commands of section 2 on an 8-GPU machine, or set `RPO_SMOKE=1` for the same "
+           "code path on two CPU processes. The cells below skip too.", kind="stop")
     stages_to_run = {}
 
 for name, command in stages_to_run.items():
@@ -283,7 +272,7 @@ for name, command in stages_to_run.items():
 # %%
 records = [r for r in read_metrics(RUN_DIR / "rpo" / "metrics.jsonl") if "loss" in r] if CAN_RUN else []
 if not CAN_RUN:
-    stop_here("No run, so no metrics: see section 6.")
+    notice("No run, so no metrics: see section 6.", kind="stop")
 print(f"{len(records)} logged steps")
 for record in records:
     print(f"step {record['step']}: loss {record['loss']:.4f}  margins {record['rewards/margins']:+.4f}  "
@@ -318,5 +307,5 @@ if checkpoints:
     for item in sorted(last.iterdir()):
         print("  ", item.name)
 else:
-    stop_here("No checkpoints: the run of section 6 did not take place on this machine.")
+    notice("No checkpoints: the run of section 6 did not take place on this machine.", kind="stop")
 print("\nto resume:", shlex.join(commands["resume an interrupted RPO run"]))

@@ -57,7 +57,6 @@ import math
 import time
 from functools import lru_cache
 
-from IPython.display import Markdown, display
 from transformers.utils import logging as transformers_logging
 
 from rpo_tutorial import models, paths
@@ -83,6 +82,8 @@ from rpo_tutorial.plots.winrates import plot_win_rates
 from rpo_tutorial.evaluation.sampling import generate_responses
 from rpo_tutorial.evaluation.winrate import markdown_table, win_rate, win_rate_table
 from rpo_tutorial.training.threads import choose_num_threads
+from rpo_lab.hardware import choose_precision, detect_device
+from rpo_lab.notebook import notice  # a styled note instead of a traceback
 
 OUTPUT_DIR = paths.REPO_ROOT / "outputs" / ("06_smoke" if SMOKE else "06_evaluation")  # outputs/ is git-ignored
 OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -92,15 +93,15 @@ DEMO_MODELS = {name: OUTPUTS / "demo" / folder / "model"  # what `make demo` sav
 MODEL_DIRS = DEMO_MODELS if all((path / "config.json").is_file() for path in DEMO_MODELS.values()) else {}
 
 
+DEVICE = detect_device()
+PRECISION = choose_precision(DEVICE)  # set for this hardware: bf16 on an A100 / L4, fp16 on a T4, fp32 on a CPU
+DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[PRECISION]
+
+
 @lru_cache(maxsize=2)
 def load_model(path: str) -> torch.nn.Module:
-    """A policy in eval mode, loaded once (the two most recent are kept)."""
-    return models.load_policy(path).eval()
-
-
-def notice(text: str) -> None:
-    """A styled note in the notebook (a quoted block) instead of a traceback."""
-    display(Markdown("> " + text.replace("\n", "\n> ")))
+    """A policy in eval mode on this notebook's device and precision, loaded once (the two most recent kept)."""
+    return models.load_policy(path, dtype=DTYPE).to(DEVICE.kind).eval()
 
 
 def tune_threads() -> int:
@@ -121,7 +122,8 @@ prompt_limit = None  # set by section 1 when its budget allows fewer prompts; ke
 alpaca_outputs = []  # section 5's generations, batch by batch: an interrupted run keeps what finished
 ALPACA_EXPORT = OUTPUT_DIR / "alpaca_eval" / "model_outputs.json"
 cells_busy = False  # True once a cell has kept this process's threads busy (they are then part of the load)
-print(f"SMOKE={SMOKE}; {'GPU' if GPU else f'CPU, {tune_threads()} torch thread(s) at load {os.getloadavg()[0]:.1f}'}; "
+print(f"SMOKE={SMOKE}; {DEVICE.name}, {PRECISION} (inference only: no checkpointing to choose); "
+      f"{'GPU' if GPU else f'{tune_threads()} torch thread(s) at load {os.getloadavg()[0]:.1f}'}; "
       f"GPT-4 judge: {'on' if USE_GPT4 else 'off (no OPENAI_API_KEY, or smoke mode)'}")
 
 # %% [markdown]
@@ -362,7 +364,14 @@ if local_prompts is not None and local_prompts.exists():
 elif SMOKE:  # no shared data and no internet in CI: a few demo prompts in the same format
     alpaca_rows = [{"instruction": prompt, "dataset": "demo"} for prompt in prompts]
 else:
-    alpaca_rows = load_alpaca_eval_prompts()  # the hub's evaluation set
+    try:
+        alpaca_rows = load_alpaca_eval_prompts()  # the hub's evaluation set
+    except OSError as error:  # no ../shared/data and no Hugging Face hub (offline): a clean stop, not a traceback
+        notice(f"The 805 AlpacaEval instructions could not be loaded ({type(error).__name__}): there is no "
+               "`../shared/data/alpaca_eval` and the Hugging Face hub cannot be reached from here. Exporting the "
+               "held-out demo prompts in the same format instead: a check of the pipeline, **not** an AlpacaEval "
+               "result.", kind="stop")
+        alpaca_rows = [{"instruction": prompt, "dataset": "demo"} for prompt in prompts]
 alpaca_rows = list(alpaca_rows)[:ALPACA_PROMPTS]
 print(f"{len(alpaca_rows)} AlpacaEval instructions")
 

@@ -11,7 +11,7 @@
 #
 # Real mode trains the top two decoder layers of the bundled SmolLM2-135M-Instruct for a few steps on a CPU
 # (8 steps of 4 pairs in each section: a demonstration that the loss trains, not a trained model); each section
-# prints its time estimate before it trains, and the notebook took 5 minutes on 2 shared cores (load average 5).
+# prints its time estimate before it trains, and the notebook took 2 minutes on 2 shared cores (load average 2-3).
 # `RPO_SMOKE=1` uses a tiny random model. On a GPU, raise `STEPS` and set `TRAIN_TOP_LAYERS = None`.
 
 # %%
@@ -187,6 +187,15 @@ print(f"after training: preference_objective = rpo_loss(embedding_weights) = {lo
 # and the reference's summed completion log-probs come from TRL's own fused LM head, and the loss is
 # `rpo_loss` with embedding weights. The prompt embeddings travel as a dataset column `prompt_embedding`,
 # which a collator subclass stacks into `prompt_embeddings` $(B, D)$ next to TRL's keys.
+#
+# **Precision and checkpointing, set explicitly.** TRL's `DPOConfig` defaults to `bf16=True` and
+# `gradient_checkpointing=True`, whatever the hardware. On a CPU without native bf16 kernels (most laptops, and
+# the project's AMD EPYC) bf16 autocast made a step about 17 times slower than float32, and checkpointing adds a
+# second forward that a 135M model on 2 cores does not need. So this cell decides both from the hardware it
+# finds (`rpo_lab.hardware.plan_training`): bf16 only on a CUDA GPU with native bf16 (A100, L4, H100), fp16 on
+# older GPUs (T4), float32 on a CPU (the custom loop's precision above, so the two runs compare like with like),
+# and checkpointing only when the memory estimate says the step would not fit otherwise. The time estimate
+# comes from this run's own first step, timed by a callback.
 
 # %%
 try:
@@ -217,23 +226,48 @@ if trl is not None:
     datasets.disable_progress_bars()  # TRL's map() calls over a few rows
     warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
 
+    from transformers import TrainerCallback
+
+    from rpo_lab.hardware import SMOLLM2_135M, detect_device, plan_training
+
     trl_policy = tiny_model(len(tokenizer), seed=0) if SMOKE else load_policy()
     trl_reference = copy.deepcopy(trl_policy).eval().requires_grad_(False)
     train_top_layers(trl_policy, TRAIN_TOP_LAYERS)  # the Trainer's optimizer takes the parameters that need grad
+    trainable_fraction = (sum(p.numel() for p in trl_policy.parameters() if p.requires_grad)
+                          / sum(p.numel() for p in trl_policy.parameters()))
+    plan = plan_training(detect_device(), SMOLLM2_135M, pairs=BATCH_SIZE, max_length=MAX_LENGTH,
+                         trainable_fraction=trainable_fraction)
+    print(f"TRL run: {plan.describe()}")
     dataset = Dataset.from_list([{key: row[key] for key in ("prompt", "chosen", "rejected", "prompt_embedding")}
                                  for row in rows])
     arguments = trl.DPOConfig(
         output_dir=str(cache_dir() / "07_trl_rpo"), per_device_train_batch_size=BATCH_SIZE,
         max_steps=STEPS, learning_rate=LEARNING_RATE, beta=BETA, max_length=MAX_LENGTH, logging_steps=1,
-        save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True, seed=0)
+        save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True, seed=0,
+        **plan.trainer_flags())  # bf16, fp16 and gradient_checkpointing, all explicit (TRL defaults: bf16, on)
+    assert arguments.bf16 == (plan.precision == "bf16") and arguments.gradient_checkpointing == \
+        plan.gradient_checkpointing
+
+    class FirstStepEstimate(TrainerCallback):
+        """Times this run's own first optimizer step and prints the estimate for the rest."""
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 0:
+                self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                seconds = time.perf_counter() - self.start
+                print(f"TRL first step {seconds:.1f} s; the remaining {state.max_steps - 1} take about "
+                      f"{(state.max_steps - 1) * seconds:.0f} s")
+
     trainer = RPODPOTrainer(model=trl_policy, ref_model=trl_reference, args=arguments, train_dataset=dataset,
-                            processing_class=tokenizer, tau=TAU)
+                            processing_class=tokenizer, tau=TAU, callbacks=[FirstStepEstimate()])
     trainer.remove_callback(PrinterCallback)  # the table below instead of one printed dict per step
-    print(f"TRL + RPO: {STEPS} steps" + (f", about {STEPS * step_seconds:.0f} s at the custom loop's step time"
-                                          if step_seconds else ""))
     start = time.perf_counter()
     trainer.train()
-    print(f"TRL + RPO: {STEPS} steps in {time.perf_counter() - start:.0f} s")
+    print(f"TRL + RPO: {STEPS} steps in {time.perf_counter() - start:.0f} s "
+          f"({plan.precision}, checkpointing {'on' if plan.gradient_checkpointing else 'off'})")
     logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
     shown = logged[:: max(1, STEPS // 8)]
     for entry in shown + ([logged[-1]] if logged[-1] is not shown[-1] else []):
