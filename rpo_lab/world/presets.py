@@ -1,8 +1,8 @@
 """Named synthetic designs: the committed study, notebook 04's CPU run, a seconds-long smoke run, the gate.
 
-``FROZEN_WORLD`` is the world the gate froze (``docs/study/gate_log.md``): its fields are the
-``WorldSpec`` defaults at the commit that froze it, written out here so that a later change of a
-default cannot silently change the study.
+``FROZEN_WORLD`` is the world the gate froze (``docs/study/gate_log.md``) and ``synthetic`` the
+design it froze with: their fields are the defaults at the commit that froze them, written out here so
+that a later change of a default cannot silently change the study.
 """
 from __future__ import annotations
 
@@ -25,7 +25,11 @@ SMOKE_WORLD = WorldSpec(
 
 SYNTHETIC_PRESETS: dict[str, StudyDesign] = {
     # the committed study (docs/study/): every method, both regimes and batch arms, three train sizes
-    "synthetic": StudyDesign(world=FROZEN_WORLD),
+    "synthetic": StudyDesign(
+        world=FROZEN_WORLD, methods=(), regimes=(("curvature", 0.1), ("linear", 0.0002)),
+        batch_arms=("random", "stratified"), pairs_per_cluster=(2, 8, 32), seeds=tuple(range(24)),
+        tuning_seeds=(1000, 1001), learning_rates=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1), batch_size=16, steps=200,
+        checkpoints=8, curve_pairs_per_cluster=8, bootstrap_samples=10000),
     # notebook 04 on 2 CPU cores: the five questions' methods, the curvature regime, two sizes, fewer seeds
     "synthetic-notebook": StudyDesign(world=FROZEN_WORLD, methods=("dpo", "rpo-emb", "rpo-uniform", "dpo-own-beta",
                                                                    "rpo-own-pair", "rpo-placebo"),
