@@ -90,7 +90,7 @@ def _study_command(args: argparse.Namespace) -> int:
                  if getattr(args, field) is not None}
         return synthetic_command(args, given, command)
     if args.workers is not None:
-        from rpo_tutorial.data.errors import UsageError
+        from rpo_tutorial.training.output_dir import UsageError
 
         raise UsageError(f"--workers applies to the synthetic presets only, not --preset {args.preset}")
     args.output_dir = args.output_dir or "outputs/study"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rpo_lab.world.presets import SYNTHETIC_PRESETS
 from rpo_lab.world.spec import StudyDesign
-from rpo_tutorial.data.errors import UsageError
+from rpo_tutorial.training.output_dir import UsageError
 
 SYNTHETIC_FLAGS = {"seeds": int, "methods": str, "steps": int, "workers": int}  # flags a synthetic preset accepts
 

@@ -19,7 +19,7 @@ from rpo_lab.world.pairs import PairSet
 from rpo_lab.world.policy import StackedPolicy
 from rpo_lab.world.train import SeedData, pair_logratio_margins
 from rpo_lab.world.world import World, stream
-from rpo_tutorial.training.metrics import tie_half_accuracy
+from rpo_tutorial.accuracy import tie_half_accuracy
 
 
 def gain_prompts(world: World, test: PairSet) -> torch.Tensor:

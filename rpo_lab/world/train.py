@@ -22,7 +22,7 @@ from rpo_lab.world.pairs import PairSet, arm_rows
 from rpo_lab.world.policy import StackedPolicy
 from rpo_lab.world.spec import StudyDesign
 from rpo_lab.world.world import World
-from rpo_tutorial.training.metrics import tie_half_accuracy
+from rpo_tutorial.accuracy import tie_half_accuracy
 from rpo_tutorial.training.objectives import preference_objective
 
 
