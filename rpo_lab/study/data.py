@@ -1,31 +1,39 @@
-"""A study's data settings, tokenized once and turned into trunk features once.
+"""A study's data: preference pairs split by prompt, tokenized once, turned into trunk features once.
 
-- ``controlled``: the demo pairs with the cluster-dependent preference (``rpo_lab.study.controlled``);
-- ``control``: the demo pairs unchanged (higher sentiment wins everywhere);
-- ``hh``: the Anthropic HH harmless-base test file in ``../shared/data`` (skipped where absent),
-  split by prompt (prompts shuffled with seed 0: the first ``hh_heldout_pairs`` distinct prompts are
-  held out, the next ``hh_train_pairs`` train).
+Where the pairs come from (``StudySettings.dataset`` / ``heldout``):
 
-Every response of every pair becomes one sequence of a :class:`SettingData` bank: its
-trunk features (the hidden states entering the first trainable layer, see ``trunk``) and labels.
+- by default the Anthropic HH harmless-base test file in ``../shared/data`` (2,303 valid pairs);
+- ``--dataset FILE``: any file the library's loaders read (``rpo_tutorial.data.preferences.open_dataset``:
+  paired ``{prompt, chosen, rejected}`` JSONL / JSON / CSV / parquet, or HH ``{chosen, rejected}``
+  transcripts); ``--heldout FILE`` gives the held-out pairs, else they are split off ``FILE``.
+
+The split is by prompt, so no prompt is in two parts: the distinct prompts (in sorted order) are
+shuffled with ``split_seed`` and dealt, all pairs of a prompt together, to held-out until it holds
+``min(heldout_pairs, n // 2)`` pairs, then to validation until ``min(validation_pairs, n // 6)``,
+the rest to train (capped at ``train_pairs``). With ``--heldout``, validation and train are split
+off the dataset the same way, and dataset pairs whose prompt is also held out are dropped (counted).
+
+Every response becomes one sequence of a :class:`StudyData` bank: its trunk features (the hidden
+states entering the first trainable layer, ``trunk``) and labels; the reference (the pretrained
+model) scores every pair once.
 """
 from __future__ import annotations
 
 import json
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from rpo_lab.study.controlled import control_rows, controlled_rows, split_setting
-from rpo_tutorial.data.tokenization import tokenize_dataset
-from rpo_tutorial.paths import shared_data_dir
 from rpo_lab.study.settings import StudySettings
 from rpo_lab.study.trunk import TopStack, pad_sequences
+from rpo_tutorial.paths import shared_data_dir
 
 HH_FILE = Path("hh-rlhf") / "harmless-base-test.jsonl.gz"
+SPLITS = ("train", "validation", "heldout")
 
 
 def hh_path() -> Path | None:
@@ -34,100 +42,171 @@ def hh_path() -> Path | None:
     return root / HH_FILE if root is not None and (root / HH_FILE).is_file() else None
 
 
-def split_hh(rows: Sequence[dict], train_pairs: int, heldout_pairs: int, seed: int = 0
-             ) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) by prompt: one pair per distinct prompt, prompts shuffled with ``seed``."""
-    by_prompt: dict[str, dict] = {}
+def load_pairs(name: str, strict: bool) -> list[dict]:
+    """Paired rows of a preference file (``open_dataset``); unpaired rows are refused, naming the file."""
+    from rpo_tutorial.data.preferences import open_dataset
+
+    rows = list(open_dataset(name, strict=strict))
+    unpaired = [index for index, row in enumerate(rows) if "chosen" not in row or "rejected" not in row]
+    if unpaired:
+        raise ValueError(f"{name}: row {unpaired[0]} has no chosen/rejected pair ({len(unpaired)} such rows); the "
+                         "study compares paired preferences")
+    if not rows:
+        raise ValueError(f"{name}: no valid pairs")
+    return rows
+
+
+def prompt_key(row: dict) -> str:
+    return json.dumps(row["prompt"], sort_keys=True)
+
+
+def _deal(rows: Sequence[dict], sizes: dict[str, int], seed: int) -> dict[str, list[dict]]:
+    """Deal whole prompts, shuffled with ``seed``, to the parts of ``sizes`` in order; the rest to "train"."""
+    groups: dict[str, list[dict]] = {}
     for row in rows:
-        by_prompt.setdefault(json.dumps(row["prompt"], sort_keys=True), row)
-    keys = sorted(by_prompt)
+        groups.setdefault(prompt_key(row), []).append(row)
+    keys = sorted(groups)
     random.Random(seed).shuffle(keys)
-    if len(keys) < heldout_pairs + 1:
-        raise ValueError(f"HH has {len(keys)} distinct prompts, too few to hold out {heldout_pairs}")
-    heldout = [by_prompt[key] for key in keys[:heldout_pairs]]
-    train = [by_prompt[key] for key in keys[heldout_pairs: heldout_pairs + train_pairs]]
-    return train, heldout
+    parts = {name: [] for name in (*sizes, "train")}
+    for key in keys:
+        name = next((name for name, size in sizes.items() if len(parts[name]) < size), "train")
+        parts[name] += groups[key]
+    return parts
 
 
-def setting_rows(name: str, settings: StudySettings) -> tuple[list[dict], list[dict]] | None:
-    """(train, held-out) rows of a setting; None for ``hh`` when its file is absent."""
-    if name in ("controlled", "control"):
-        rows = controlled_rows() if name == "controlled" else control_rows()
-        train, heldout = split_setting(rows, heldout_per_cluster=settings.heldout_per_cluster, seed=0)
-        return train[: settings.train_pairs], heldout
-    if name == "hh":
+def split_by_prompt(rows: Sequence[dict], settings: StudySettings, heldout: Sequence[dict] | None = None
+                    ) -> tuple[dict[str, list[dict]], list[str]]:
+    """(train / validation / held-out rows, notes for the user) by prompt (module docstring)."""
+    notes = []
+    if heldout is None:
+        sizes = {"heldout": min(settings.heldout_pairs, len(rows) // 2),
+                 "validation": min(settings.validation_pairs, len(rows) // 6)}
+        parts = _deal(rows, sizes, settings.split_seed)
+    else:
+        held = {prompt_key(row) for row in heldout}
+        kept = [row for row in rows if prompt_key(row) not in held]
+        if len(kept) < len(rows):
+            notes.append(f"{len(rows) - len(kept)} dataset pair(s) share a prompt with the held-out file and were "
+                         "left out of train and validation")
+        parts = {**_deal(kept, {"validation": min(settings.validation_pairs, len(kept) // 6)}, settings.split_seed),
+                 "heldout": list(heldout)}
+    if settings.train_pairs is not None and len(parts["train"]) > settings.train_pairs:
+        notes.append(f"train capped at {settings.train_pairs} of {len(parts['train'])} pairs (train_pairs)")
+        parts["train"] = parts["train"][: settings.train_pairs]
+    for name in SPLITS:
+        if not parts[name]:
+            raise ValueError(f"{len(rows)} pairs leave no {name} pairs; the study needs train, validation and "
+                             "held-out pairs (a larger file, or --heldout FILE)")
+    return {name: parts[name] for name in SPLITS}, notes
+
+
+def study_rows(settings: StudySettings) -> tuple[dict[str, list[dict]], dict]:
+    """The split rows of the study's data source and a description of it (source, sizes, notes)."""
+    dataset = settings.dataset
+    if dataset is None:
         path = hh_path()
         if path is None:
-            return None
-        from rpo_tutorial.data.hh import load_hh
-
-        return split_hh(load_hh(path=path), settings.hh_train_pairs, settings.hh_heldout_pairs)
-    raise ValueError(f"unknown setting {name!r}")
+            raise FileNotFoundError("the default study data, ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz, "
+                                    "is absent: pass --dataset FILE")
+        dataset = str(path)
+    rows = load_pairs(dataset, settings.strict)
+    heldout = load_pairs(settings.heldout, settings.strict) if settings.heldout is not None else None
+    parts, notes = split_by_prompt(rows, settings, heldout)
+    for note in notes:
+        warnings.warn(note)
+    source = {"dataset": dataset, "heldout": settings.heldout, "pairs_read": len(rows),
+              "sizes": {name: len(part) for name, part in parts.items()}, "notes": notes}
+    return parts, source
 
 
 @dataclass
-class SettingData:
-    """One data setting, ready to train on: sequences (features + labels) and pair indexes."""
+class StudyData:
+    """The study's pairs, ready to train on: sequences (features + labels), pairs and reference log-probs."""
 
-    name: str
     features: list[torch.Tensor]  # per sequence (T_i, D) float32: hidden states entering the top layers
     labels: list[torch.Tensor]  # per sequence (T_i,) long, -100 on the prompt
-    train_pairs: torch.Tensor  # (P, 2) long: sequence index of each train pair's (chosen, rejected)
-    heldout_pairs: torch.Tensor  # (H, 2) long
-    train_embeddings: torch.Tensor  # (P, D_e) float32 prompt embeddings of the train pairs
-    heldout_prompts: list[str]  # held-out prompt ids or texts (bootstrap units)
-    tokenization: dict  # the tokenization reports' summaries
+    pairs: dict[str, torch.Tensor]  # split -> (P, 2) long: sequence index of each pair's (chosen, rejected)
+    reference: dict[str, torch.Tensor]  # split -> (P, 2) float32 reference log-probs (chosen, rejected)
+    train_embeddings: torch.Tensor  # (P_train, D_e) float32 prompt embeddings of the train pairs
+    sizes: dict  # split -> pairs kept after tokenization
 
     def batch(self, indexes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Padded (features, attention_mask, labels) of some sequences. Shape: (B, T, D), (B, T), (B, T)."""
         return pad_sequences([self.features[i] for i in indexes], [self.labels[i] for i in indexes])
 
 
-def _sequences(examples: list[dict]) -> tuple[list[tuple[list[int], list[int]]], torch.Tensor]:
-    sequences, pairs = [], []
-    for example in examples:
-        pairs.append([len(sequences), len(sequences) + 1])
-        sequences.append((example["chosen_input_ids"], example["chosen_labels"]))
-        sequences.append((example["rejected_input_ids"], example["rejected_labels"]))
-    return sequences, torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+def _tokenize(parts: dict[str, list[dict]], tokenizer, settings: StudySettings) -> dict[str, list[tuple[dict, dict]]]:
+    """Per split: (row, example) of every row the tokenizer takes; a row it refuses is counted (or raises)."""
+    from rpo_tutorial.data.formatting import InvalidRowError
+    from rpo_tutorial.data.tokenization import tokenize_pair
+
+    kept = {}
+    for name, rows in parts.items():
+        kept[name], refused = [], []
+        for index, row in enumerate(rows):
+            try:
+                kept[name].append((row, tokenize_pair(row, tokenizer, settings.max_prompt_length, settings.max_length)))
+            except InvalidRowError as error:
+                if settings.strict:
+                    raise ValueError(f"{name} pair {index}: {error}") from error
+                refused.append(index)
+        if refused:
+            warnings.warn(f"{name}: {len(refused)} of {len(rows)} pairs could not be tokenized and were left out "
+                          f"(first: {refused[:5]})")
+        if not kept[name]:
+            raise ValueError(f"no {name} pair could be tokenized")
+    return kept
 
 
-def _prompt_id(row: dict) -> str:
-    return str(row.get("id") or json.dumps(row["prompt"], sort_keys=True))
-
-
-def build_setting(name: str, train: list[dict], heldout: list[dict], stack: TopStack, tokenizer,
-                  settings: StudySettings, embed, progress: bool = False) -> SettingData:
-    """Tokenize both splits, run the frozen trunk once per sequence, embed the train prompts.
+def build_data(parts: dict[str, list[dict]], stack: TopStack, tokenizer, settings: StudySettings,
+               embed: Callable[[list[str]], torch.Tensor]) -> StudyData:
+    """Tokenize every split, run the frozen trunk once per sequence, score every pair with the reference.
 
     Args:
-        embed: ``texts -> (K, D_e)`` prompt embeddings (the bundled embedder in the study).
+        embed: ``texts -> (K, D_e)`` prompt embeddings of the train prompts (the bundled embedder in the study).
     """
     from rpo_tutorial.data.embeddings import prompt_text
 
-    hh = name == "hh"
-    lengths = dict(max_length=settings.hh_max_length if hh else settings.max_length,
-                   max_prompt_length=settings.hh_max_prompt_length if hh else settings.max_prompt_length)
-    reports, parts = {}, {}
-    for split, rows in (("train", train), ("heldout", heldout)):
-        examples, report = tokenize_dataset(rows, tokenizer, kind="paired", progress=False, **lengths)
-        if report.num_skipped:
-            raise ValueError(f"setting {name!r} {split}: {report.summary()}")  # never drop rows silently
-        reports[split], parts[split] = report.summary(), _sequences(examples)
-    train_sequences, train_pairs = parts["train"]
-    heldout_sequences, heldout_pairs = parts["heldout"]
-    sequences = train_sequences + heldout_sequences
-    features, labels = [], []
+    kept = _tokenize(parts, tokenizer, settings)
+    sequences, pairs = [], {}
+    for name in SPLITS:
+        start = len(sequences)
+        for _, example in kept[name]:
+            sequences.append((example["chosen_input_ids"], example["chosen_labels"]))
+            sequences.append((example["rejected_input_ids"], example["rejected_labels"]))
+        pairs[name] = torch.arange(start, len(sequences)).reshape(-1, 2)  # (P, 2)
+    features = trunk_bank(stack, sequences, tokenizer, settings.eval_batch_size)
+    labels = [torch.tensor(row_labels, dtype=torch.long) for _, row_labels in sequences]
+    counts = {name: len(kept[name]) for name in SPLITS}
+    data = StudyData(features, labels, pairs, {}, torch.zeros(0), counts)
+    data.reference = {name: pair_logps(stack, data, pairs[name], settings.eval_batch_size) for name in SPLITS}
+    data.train_embeddings = embed([prompt_text(row["prompt"]) for row, _ in kept["train"]]).float()
+    return data
+
+
+def trunk_bank(stack: TopStack, sequences: list[tuple[list[int], list[int]]], tokenizer, batch_size: int
+               ) -> list[torch.Tensor]:
+    """Trunk features of every sequence, in fixed consecutive batches. Returns (T_i, D) float32 per sequence."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for start in range(0, len(sequences), settings.eval_batch_size):
-        chunk = sequences[start: start + settings.eval_batch_size]
+    features = []
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start: start + batch_size]
         longest = max(len(ids) for ids, _ in chunk)
         input_ids = torch.tensor([ids + [pad] * (longest - len(ids)) for ids, _ in chunk])  # (B, T)
         mask = torch.tensor([[1] * len(ids) + [0] * (longest - len(ids)) for ids, _ in chunk])  # (B, T)
         hidden = stack.trunk_features(input_ids, mask)  # (B, T, D)
-        for row, (ids, row_labels) in enumerate(chunk):
-            features.append(hidden[row, : len(ids)].clone())
-            labels.append(torch.tensor(row_labels, dtype=torch.long))
-    texts = [prompt_text(row["prompt"]) for row in train]
-    return SettingData(name, features, labels, train_pairs, heldout_pairs + len(train_sequences),
-                       embed(texts).float(), [_prompt_id(row) for row in heldout], reports)
+        features += [hidden[row, : len(ids)].clone() for row, (ids, _) in enumerate(chunk)]
+    return features
+
+
+@torch.inference_mode()
+def pair_logps(stack: TopStack, data: StudyData, pairs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(chosen, rejected) log-probs of pairs under the stack's current weights, in fixed consecutive batches.
+
+    Shape: pairs (P, 2) -> (P, 2)
+    """
+    stack.model.eval()
+    indexes = pairs.reshape(-1).tolist()
+    parts = [stack.logps(*data.batch(indexes[start: start + batch_size]))
+             for start in range(0, len(indexes), batch_size)]
+    return (torch.cat(parts) if parts else torch.zeros(0)).reshape(-1, 2)

@@ -1,43 +1,62 @@
-"""Run a study: every (setting, seed, method), each cached on disk, then the report.
+"""Run a real-model study: data once, learning rates on validation, then every (seed, method) on held-out.
 
     from rpo_lab.study.runner import run_study
     from rpo_lab.study.settings import StudySettings
-    run_study("outputs/study", StudySettings())                      # the committed study (~1 h, CPU)
-    run_study("/tmp/s", StudySettings(model="tiny-random:llama", ...))  # tests: seconds
+    run_study("outputs/study-hh", StudySettings())                                   # the committed HH study
+    run_study("/tmp/s", StudySettings(model="tiny-random:llama", dataset="my.jsonl"))  # tests: seconds
 
-Layout of ``output_dir``::
+Phases (each run cached as one JSON, so an interrupted study resumes and never retrains a run):
 
-    runs/<setting>/seed<k>/<method>.json   one finished run (curves, held-out log-probs)
-    runs/<setting>/seed<k>/sft.pt          the seed's SFT weights (top layers) and reference log-probs
-    runs/<setting>/seed<k>/sft_samples.json  the SFT reference's judged samples (controlled, control)
-    features/<setting>.pt                  trunk features of every sequence (shared by all seeds)
-    study.json, study.md, *.png            the report (``report.write_report``)
+1. **Data** (``features.pt``): split by prompt, tokenize, the frozen trunk's features and the
+   reference log-probs of every pair, the train prompts' embeddings.
+2. **Tuning** (``runs/tuning/seed<k>/<method>/lr<rate>.json``): every method at every rate of the
+   shared grid on the tuning seeds; only validation outcomes are scored.
+3. **Choice**: per method, the rate with the best mean validation accuracy (ties: the smaller rate);
+   the design's power (``power.design_power``) is computed from these validation runs and printed
+   BEFORE any held-out pair is scored.
+4. **Evaluation** (``runs/evaluation/seed<k>/<method>.json``): every method at its rate on every
+   seed, seed by seed (an interrupted study holds whole seeds); held-out outcomes.
 
-Runs go method by method (``settings.methods`` order, then the tau ablation), each in every
-setting, all seeds in a row (the SFT reference of each seed is read back from disk), so an
-interrupted study holds complete rows of its first methods.
-A judged run (``judge``) also samples the held-out prompts after training and compares them with the
-SFT reference's samples (``study.judge``); its JSON holds the samples and per-prompt outcomes.
-A run is trained only when its JSON is absent, so an interrupted study resumes where it
-stopped and never retrains a finished run. Each JSON records the settings it was trained with; a
-cache made with other settings is refused (name a new folder) rather than mixed in.
+A cached run records the settings it was made with; a cache of other settings is refused (name a
+new folder), never mixed in.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from rpo_lab.study import train as training
-from rpo_lab.study.cache import FEATURE_FIELDS, JUDGE_FIELDS, SFT_FIELDS, fingerprint, read_run, run_path
-from rpo_lab.study.data import SettingData, build_setting, setting_rows
-from rpo_lab.study.judge import JUDGED_SETTINGS, compare_to_reference, sample_scores
-from rpo_lab.study.settings import StudySettings
+from rpo_lab.study.data import StudyData, build_data, study_rows
+from rpo_lab.study.settings import StudySettings, questions
+from rpo_lab.study.train import seed_order, train_run
 from rpo_lab.study.trunk import TopStack
 from rpo_tutorial.training.threads import apply_num_threads
+
+# settings that do not change what a run computes
+_NOT_TRAINING = {"methods", "seeds", "tuning_seeds", "learning_rates", "bootstrap_samples", "num_threads"}
+_NOT_DATA = _NOT_TRAINING | {"batch_size", "steps", "beta", "max_grad_norm"}
+
+
+def _file_digest(name: str | None) -> str | None:
+    """sha256 of a local data file (the cache follows its content, not its name); the name otherwise."""
+    if name is None or not Path(name).is_file():
+        return name
+    return hashlib.sha256(Path(name).read_bytes()).hexdigest()
+
+
+def fingerprint(settings: StudySettings, data_only: bool = False) -> dict:
+    """The settings that determine a run (or, ``data_only``, the features), with the data files' digests."""
+    values = {key: value for key, value in dataclasses.asdict(settings).items()
+              if key not in (_NOT_DATA if data_only else _NOT_TRAINING)}
+    values.update(dataset=_file_digest(settings.dataset), heldout=_file_digest(settings.heldout))
+    return json.loads(json.dumps(values))  # tuples -> lists, as read back from JSON
+
 
 def load_model(settings: StudySettings):
     """(tokenizer, model) of ``settings.model``."""
@@ -45,169 +64,151 @@ def load_model(settings: StudySettings):
 
     tokenizer = load_tokenizer()
     if settings.model.startswith("tiny-random:"):
+        torch.manual_seed(0)
         model = tiny_model(len(tokenizer), architecture=settings.model.split(":", 1)[1], num_layers=3)
     else:
         model = load_policy() if settings.model == "bundled" else load_policy(settings.model)
     return tokenizer, model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class Progress:
-    """One line per run with the elapsed time and an estimate of the time left."""
+def read_json(path: Path, key: dict) -> dict | None:
+    """A cached file made with ``key``, None when absent; raises when unreadable or made with other settings."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a cached study run (unreadable JSON: {error}); delete it to rerun") from error
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a cached study run (a JSON {type(record).__name__}); delete it to rerun")
+    if record.get("key") != key:
+        changed = sorted(k for k in set(key) | set(record.get("key") or {})
+                         if (record.get("key") or {}).get(k) != key.get(k))
+        raise ValueError(f"{path} was made with other settings ({changed}); use a new output folder or the same "
+                         "settings")
+    return record
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled, self.began = total, 0, enabled, time.perf_counter()
-        self.trained, self.trained_seconds = 0, 0.0
 
-    def say(self, message: str) -> None:
-        if self.enabled:
-            minutes, seconds = divmod(int(time.perf_counter() - self.began), 60)
-            print(f"[{minutes:02d}:{seconds:02d}] {message}", flush=True)
+def write_json(path: Path, record: dict) -> None:
+    """Write whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(json.dumps(record))
+    path.with_suffix(".tmp").replace(path)
 
-    def finished(self, name: str, record: dict, seconds: float | None) -> None:
-        self.done += 1
-        if seconds is not None:
-            self.trained, self.trained_seconds = self.trained + 1, self.trained_seconds + seconds
-        left = self.total - self.done
-        estimate = (f"~{left * self.trained_seconds / self.trained / 60:.0f} min left" if self.trained
-                    else "no estimate yet")
-        final = record["evals"][-1]
-        how = f"{seconds:.0f} s" if seconds is not None else "cached"
-        judge = record.get("judge")
-        judged = (f", judge win rate vs SFT {judge['win_rate']:.1%} (sampling {judge['seconds']:.0f} s)"
-                  if judge else "")
-        self.say(f"run {self.done}/{self.total} {name}: held-out accuracy {final['accuracy']:.1%} "
-                 f"({final['wins']}/{final['ties']}/{final['losses']}), drift {final['drift']:.2f} nats{judged}, "
-                 f"{how}; {left} left, {estimate}")
+
+class Study:
+    """The model split and the data of one study, loaded on first use; trains and caches runs."""
+
+    def __init__(self, output_dir: Path, settings: StudySettings, say: Callable[[str], None], embed=None) -> None:
+        self.output_dir, self.settings, self.say, self.embed = output_dir, settings, say, embed
+        self.stack: TopStack | None = None
+        self.data: StudyData | None = None
+        self.source: dict | None = None
+
+    def load(self) -> StudyData:
+        """The data (read and split first, so a bad file fails before the model loads), the model split."""
+        from rpo_lab.study.power import heldout_warning
+
+        if self.data is not None:
+            return self.data
+        path, key = self.output_dir / "features.pt", fingerprint(self.settings, data_only=True)
+        cached = torch.load(path, weights_only=False) if path.is_file() else None
+        if cached is not None and cached.get("key") == key:
+            parts, self.source = None, cached["source"]
+        else:
+            parts, self.source = study_rows(self.settings)
+        warning = heldout_warning(self.source["sizes"]["heldout"], len(self.settings.seeds))
+        if warning:
+            warnings.warn(warning)
+        tokenizer, model = load_model(self.settings)
+        self.stack = TopStack(model, self.settings.trainable_layers)
+        self.pristine = self.stack.state()  # the pretrained top layers: the reference of every run
+        if parts is None:
+            self.data = cached["data"]
+            return self.data
+        sizes = ", ".join(f"{len(rows)} {name}" for name, rows in parts.items())
+        self.say(f"data: {sizes} pairs from {self.source['dataset']}; running the frozen layers once")
+        began = time.perf_counter()
+        self.data = build_data(parts, self.stack, tokenizer, self.settings, self.embed or _bundled_embed)
+        self.source.update(kept=self.data.sizes, seconds=round(time.perf_counter() - began, 1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "data": self.data, "source": self.source}, path)
+        write_json(self.output_dir / "source.json", {"key": key, **self.source})
+        return self.data
+
+    def run(self, path: Path, method: str, rate: float, seed: int, split: str) -> dict:
+        """A run from the cache, or trained now and cached."""
+        key = {**fingerprint(self.settings), "method": method, "learning_rate": rate, "seed": seed, "split": split}
+        record = read_json(path, key)
+        if record is None:
+            data = self.load()
+            record = train_run(self.stack, data, method, rate, seed_order(data, self.settings, seed), self.settings,
+                               self.pristine, split)
+            record.update(key=key, seed=seed)
+            write_json(path, record)
+            self.say(f"{split} seed {seed} {method} lr {rate:g}: accuracy {record['accuracy']:.1%}, "
+                     f"{record['train_seconds']:.0f} s of training")
+        return record
+
+
+def choose_learning_rates(tuning: list[dict]) -> dict[str, float]:
+    """Per method: the grid rate with the best mean validation accuracy over the tuning seeds (ties: smaller)."""
+    scores: dict[str, dict[float, list[float]]] = {}
+    for record in tuning:
+        scores.setdefault(record["method"], {}).setdefault(record["learning_rate"], []).append(record["accuracy"])
+    return {method: max(sorted(by_rate), key=lambda rate: (sum(by_rate[rate]) / len(by_rate[rate]), -rate))
+            for method, by_rate in scores.items()}
 
 
 def run_study(output_dir: str | Path, settings: StudySettings | None = None, progress: bool = True,
-              report: bool = True, embed: Callable | None = None) -> dict:
-    """Train every missing run, then write the report; returns ``{(setting, seed, method): record}``.
+              train: bool = True, embed: Callable | None = None) -> dict:
+    """Run (or resume) every phase; returns ``{"source", "tuning", "learning_rates", "power", "evaluation"}``.
 
+    ``train=False`` reads the cache only (a missing run is an error naming it).
     Args:
         embed: ``texts -> (K, D)`` prompt embeddings (default: the bundled all-MiniLM-L6-v2).
     """
+    from rpo_lab.study.power import design_power
+
     settings = settings if settings is not None else StudySettings()
     settings.check()
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    available = {name: setting_rows(name, settings) for name in settings.settings}
-    # method by method (in the order given), each in every setting, every seed of a method in a row: an
-    # interrupted study has whole rows (all seeds) of the first methods in every setting
-    names = [name for name in settings.settings if available[name] is not None]
-    methods = list({m.key: m for name in names for m in settings.method_list(name)}.values())
-    plan = [(name, seed, method) for method in methods for name in names
-            if method in settings.method_list(name) for seed in settings.seeds]
-    log = Progress(len(plan), progress)
-    for name, rows in available.items():
-        if rows is None:
-            log.say(f"setting {name!r} skipped: its data file is absent")
-    results: dict = {}
-    state: dict = {}
-    for name, seed, method in plan:
-        path = run_path(output_dir, name, seed, method.key)
-        record = read_run(path, settings)
-        seconds = None
-        if record is None:
-            began = time.perf_counter()
-            threads = apply_num_threads(settings.num_threads)
-            stack, data = _setting(state, name, available[name], settings, output_dir, embed, log)
-            sft = _sft(state, stack, data, settings, seed, output_dir, log)
-            reference = _sft_samples(state, stack, available[name][1], settings, seed, sft, output_dir, log)
-            log.say(f"training {name} seed {seed} {method.label} ({settings.steps} steps, {threads} thread(s))")
-            record = training.train_method(stack, data, method, settings, seed, sft)
-            record["judge"] = None if reference is None else _judge_run(state, stack, available[name][1],
-                                                                        settings, seed, reference)
-            record.update(setting=name, settings=fingerprint(settings), sft_seconds=sft.get("seconds"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.with_suffix(".tmp").write_text(json.dumps(record))
-            path.with_suffix(".tmp").replace(path)  # a run is cached whole or not at all
-            seconds = time.perf_counter() - began
-        results[(name, seed, method.key)] = record
-        log.finished(f"{name} seed {seed} {method.key}", record, seconds)
-    if report:
-        from rpo_lab.study.report import write_report
+    began = time.perf_counter()
 
-        write_report(output_dir, settings)
-    return results
+    def say(message: str) -> None:
+        if progress:
+            minutes, seconds = divmod(int(time.perf_counter() - began), 60)
+            print(f"[{minutes:02d}:{seconds:02d}] {message}", flush=True)
+
+    apply_num_threads(settings.num_threads)
+    study = Study(output_dir, settings, say, embed)
+    runs = output_dir / "runs"
+
+    def get(path: Path, method: str, rate: float, seed: int, split: str) -> dict:
+        if not train and not path.is_file():
+            raise FileNotFoundError(f"{path}: run missing from the cache; run without --report-only to train it")
+        return study.run(path, method, rate, seed, split)
+
+    tuning = [get(runs / "tuning" / f"seed{seed}" / method / f"lr{rate:g}.json", method, rate, seed, "validation")
+              for method in settings.methods for rate in settings.learning_rates for seed in settings.tuning_seeds]
+    rates = choose_learning_rates(tuning)
+    source = study.source if study.source is not None else _cached_source(output_dir)
+    heldout = (source.get("kept") or source["sizes"])["heldout"] if source else None
+    power = design_power(tuning, rates, settings, questions(settings.methods), heldout)
+    say("learning rates chosen on validation: " + ", ".join(f"{m} {r:g}" for m, r in rates.items()))
+    for line in power["lines"]:
+        say(line)
+    if power["warning"]:
+        warnings.warn(power["warning"])
+    evaluation = [get(runs / "evaluation" / f"seed{seed}" / f"{method}.json", method, rates[method], seed, "heldout")
+                  for seed in settings.seeds for method in settings.methods]
+    source = study.source if study.source is not None else _cached_source(output_dir)
+    return {"source": source, "tuning": tuning, "learning_rates": rates, "power": power, "evaluation": evaluation}
 
 
-def _setting(state: dict, name: str, rows, settings: StudySettings, output_dir: Path, embed, log: Progress
-             ) -> tuple[TopStack, SettingData]:
-    """The model split (loaded once) and the setting's trunk features (built once, cached on disk)."""
-    if "stack" not in state:
-        tokenizer, model = load_model(settings)
-        state.update(stack=TopStack(model, settings.trainable_layers), tokenizer=tokenizer)
-        state["pristine"] = state["stack"].state()
-    if state.get("setting_name") != name:
-        path = output_dir / "features" / f"{name}.pt"
-        key = {"settings": fingerprint(settings, FEATURE_FIELDS), "setting": name}
-        cached = torch.load(path, weights_only=False) if path.is_file() else None
-        if cached is not None and cached.get("key") == key:
-            data = cached["data"]
-        else:
-            log.say(f"setting {name}: tokenizing {len(rows[0])} train and {len(rows[1])} held-out pairs, "
-                    "running the frozen layers once")
-            data = build_setting(name, rows[0], rows[1], state["stack"], state["tokenizer"], settings,
-                                 embed or _bundled_embed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"key": key, "data": data}, path)
-        state.update(setting_name=name, data=data, sft_key=None)
-    return state["stack"], state["data"]
-
-
-def _sft(state: dict, stack: TopStack, data: SettingData, settings: StudySettings, seed: int, output_dir: Path,
-         log: Progress) -> dict:
-    """The seed's SFT reference (trained once per setting and seed, cached on disk)."""
-    key = (data.name, seed)
-    if state.get("sft_key") == key:
-        return state["sft"]
-    path = output_dir / "runs" / data.name / f"seed{seed}" / "sft.pt"
-    cached = torch.load(path, weights_only=False) if path.is_file() else None
-    sft_key = fingerprint(settings, FEATURE_FIELDS | SFT_FIELDS)
-    if cached is not None and cached.get("settings") == sft_key:
-        sft = cached["sft"]
-    else:
-        log.say(f"SFT reference for {data.name} seed {seed}: one pass over {len(data.train_pairs)} chosen responses")
-        sft = training.run_sft(stack, data, settings, seed, state["pristine"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"settings": sft_key, "sft": sft}, path)
-    state.update(sft_key=key, sft=sft)
-    return sft
-
-
-def _judged(name: str, settings: StudySettings) -> bool:
-    return name in JUDGED_SETTINGS and settings.judge_max_new_tokens > 0
-
-
-def _sft_samples(state: dict, stack: TopStack, heldout_rows: list[dict], settings: StudySettings, seed: int,
-                 sft: dict, output_dir: Path, log: Progress) -> dict | None:
-    """The SFT reference's judged samples of the held-out prompts (once per setting and seed, cached on disk).
-
-    None where the setting has no judge. Loads the SFT weights into ``stack`` when it has to sample.
-    """
-    name = state["setting_name"]
-    if not _judged(name, settings):
-        return None
-    path = output_dir / "runs" / name / f"seed{seed}" / "sft_samples.json"
-    key = fingerprint(settings, FEATURE_FIELDS | SFT_FIELDS | JUDGE_FIELDS)
-    cached = json.loads(path.read_text()) if path.is_file() else None
-    if cached is not None and cached.get("settings") == key:
-        return cached["samples"]
-    log.say(f"sampling the SFT reference on {len(heldout_rows)} held-out prompts of {name} seed {seed}")
-    stack.load_state(sft["state"])
-    samples = sample_scores(stack.model, state["tokenizer"], heldout_rows, name, settings, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".tmp").write_text(json.dumps({"settings": key, "samples": samples}))
-    path.with_suffix(".tmp").replace(path)
-    return samples
-
-
-def _judge_run(state: dict, stack: TopStack, heldout_rows: list[dict], settings: StudySettings, seed: int,
-               reference: dict) -> dict:
-    """Sample the trained policy (the stack holds its weights) and judge it against the SFT samples."""
-    samples = sample_scores(stack.model, state["tokenizer"], heldout_rows, state["setting_name"], settings, seed)
-    return {**compare_to_reference(samples["scores"], reference["scores"]), **samples}
+def _cached_source(output_dir: Path) -> dict | None:
+    path = output_dir / "source.json"
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "key"} if path.is_file() else None
 
 
 def _bundled_embed(texts: list[str]) -> torch.Tensor:

@@ -1,145 +1,96 @@
-"""One seed's shared SFT reference, and one method's training run, on trunk features.
+"""One method's training run on trunk features, and the per-pair outcomes it is judged by.
 
-Per seed, everything a method sees is fixed before any method runs:
-- the SFT stage: one pass over the train pairs' chosen responses (NLL per token), in the seed's
-  order, from the pretrained top layers; its weights are the reference of every method;
-- reference log-probs of every train and held-out response, computed once;
-- the data order: ``steps`` batches of ``batch_size`` pairs from seeded permutations of the train
-  pairs (a new permutation each epoch). Paired methods take batch k as pairs. Unpaired methods
-  (RPO unpaired, KTO) take the chosen responses of batch k as desirable rows and the rejected
-  responses of batch k + 1 (cyclically) as undesirable rows: the same responses over a run, the
-  same 2B sequences per step, but chosen and rejected of a step come from different prompts.
+A run starts from the pretrained top layers (the reference of every method and seed) and takes
+``steps`` Adam steps on the seed's data order (``rpo_lab.world.batches.data_order``: seeded
+permutations of the train pairs, whole batches only; the placebo's shuffles and RPO's mean
+own-pair weight fixed from the data before anything trains). A step follows one path:
 
-The loss of each step is ``training.objectives.preference_objective``: the same registry of pure
-losses and weights the trainer uses. Held-out evaluation is forward passes only, in fixed batches
-(the same batches for the reference), so a policy equal to its reference ties on every pair.
+1. the batch's M chosen and N rejected sequences (paired methods: the step's pairs; unpaired
+   methods: the chosen responses of batch k and the rejected ones of batch k + 1) go through the
+   top layers in ONE forward (``TopStack.logps``);
+2. ``rpo_lab.world.methods.step_logps`` builds the ``PreferenceLogps`` the method hands to the
+   library's ``preference_objective`` (the same losses and weights the trainer uses);
+3. backward, clipping, Adam.
+
+After the run, every pair of a split gets an outcome (``pair_outcomes``): 1 when the chosen
+response's log-ratio to the reference exceeds the rejected one's, 0.5 on a tie, 0 below
+(``rpo_tutorial.accuracy.tie_half_accuracy``), so a policy equal to its reference scores exactly 0.5.
 """
 from __future__ import annotations
 
 import math
-import random
 import time
 
 import torch
 
-from rpo_lab.study.data import SettingData
-from rpo_lab.study.settings import Method, StudySettings
+from rpo_lab.study.data import StudyData, pair_logps
+from rpo_lab.study.settings import StudySettings
 from rpo_lab.study.trunk import TopStack
-from rpo_tutorial.training.config import RPOConfig
-from rpo_tutorial.training.objectives import PreferenceLogps, preference_objective
+from rpo_lab.world.batches import DataOrder, data_order
+from rpo_lab.world.methods import METHODS, sigmoid_arguments, step_logps
+from rpo_tutorial.accuracy import tie_half_accuracy
+from rpo_tutorial.training.objectives import preference_objective
 
 
-def pair_batches(num_pairs: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
-    """``steps`` batches of pair indexes: seeded permutations, one per epoch, cut into batches."""
-    if num_pairs < batch_size:
-        raise ValueError(f"need at least batch_size={batch_size} train pairs, got {num_pairs}")
-    generator, stream, epoch = random.Random(seed), [], 0
-    while len(stream) < steps * batch_size:
-        order = list(range(num_pairs))
-        generator.shuffle(order)
-        stream += order[: num_pairs - num_pairs % batch_size]  # whole batches only
-        epoch += 1
-    return [stream[k * batch_size: (k + 1) * batch_size] for k in range(steps)]
+def seed_order(data: StudyData, settings: StudySettings, seed: int) -> DataOrder:
+    """The seed's batches of train pairs, shared by every method trained with this seed (random batches)."""
+    rows = torch.arange(len(data.pairs["train"]))
+    return data_order(rows, data.train_embeddings, "random", settings.steps, settings.batch_size, seed, 0)
 
 
-@torch.inference_mode()
-def sequence_logps(stack: TopStack, data: SettingData, indexes: list[int], batch_size: int) -> torch.Tensor:
-    """Log-probs of sequences in fixed consecutive batches (eval mode). Shape: returns (len(indexes),)."""
-    stack.model.eval()
-    parts = [stack.logps(*data.batch(indexes[start: start + batch_size]))
-             for start in range(0, len(indexes), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0)
+def pair_outcomes(policy: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """1 / 0.5 / 0 per pair: chosen log-ratio above / equal to / below the rejected one.
+
+    Shape:
+        policy, reference: (P, 2) log-probs (chosen, rejected); returns (P,)
+    """
+    ratios = policy - reference  # (P, 2) log pi - log pi_ref
+    return tie_half_accuracy(ratios[:, 0] - ratios[:, 1])
 
 
-def pair_logps(stack: TopStack, data: SettingData, pairs: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(chosen, rejected) log-probs of pairs. Shape: pairs (P, 2) -> (P, 2)."""
-    return sequence_logps(stack, data, pairs.reshape(-1).tolist(), batch_size).reshape(-1, 2)
+def _step(stack: TopStack, data: StudyData, order: DataOrder, step: int, method_key: str, config):
+    """The step's PreferenceLogps and the objective's output (with grad)."""
+    method = METHODS[method_key]
+    chosen = order.chosen[step]  # (N,) train pair rows
+    rejected = chosen if method.paired else order.unpaired_rejected[step]
+    train, reference = data.pairs["train"], data.reference["train"]
+    policy = stack.logps(*data.batch(train[chosen, 0].tolist() + train[rejected, 1].tolist()))  # (M + N,)
+    preference = step_logps(method, policy, reference[chosen, 0], reference[rejected, 1],
+                            data.train_embeddings[chosen], data.train_embeddings[rejected], order.placebo[step])
+    return preference, preference_objective(preference, config)
 
 
-def run_sft(stack: TopStack, data: SettingData, settings: StudySettings, seed: int, pristine: dict) -> dict:
-    """The seed's shared reference: SFT from the pretrained top layers; returns its state and log-probs."""
+def train_run(stack: TopStack, data: StudyData, method_key: str, learning_rate: float, order: DataOrder,
+              settings: StudySettings, pristine: dict, split: str) -> dict:
+    """Train one method from the reference; returns its curve, last step and the outcomes on ``split``."""
+    config = METHODS[method_key].config(settings.beta, settings.batch_size, order.mean_own_weight)
     stack.load_state(pristine)
-    torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(stack.parameters(), lr=settings.sft_learning_rate, weight_decay=0.0)
-    order = list(range(len(data.train_pairs)))
-    random.Random(seed).shuffle(order)
-    losses, began = [], time.perf_counter()
-    for start in range(0, len(order), settings.batch_size):
+    optimizer = torch.optim.Adam(stack.parameters(), lr=learning_rate)
+    curve, began, diverged = [], time.perf_counter(), None
+    for step in range(settings.steps):
         stack.model.train()
-        indexes = data.train_pairs[order[start: start + settings.batch_size], 0].tolist()
-        features, mask, labels = data.batch(indexes)
-        logps = stack.logps(features, mask, labels)  # (B,)
-        loss = -logps.sum() / (labels[:, 1:] != -100).sum()  # mean NLL per response token
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(stack.parameters(), settings.max_grad_norm)
-        optimizer.step()
-        losses.append(loss.item())
-    return {"state": stack.state(), "nll_per_token": losses, "seconds": time.perf_counter() - began,
-            "train": pair_logps(stack, data, data.train_pairs, settings.eval_batch_size),
-            "heldout": pair_logps(stack, data, data.heldout_pairs, settings.eval_batch_size)}
-
-
-def method_config(method: Method, settings: StudySettings) -> RPOConfig:
-    """The RPOConfig whose loss options (beta, weighting, tau, pairing) this method trains with."""
-    options = dict(loss=method.loss, beta=method.beta(settings.beta, settings.batch_size), paired=method.paired)
-    if method.loss == "rpo":
-        options.update(weighting=method.weighting, tau=method.tau)
-    return RPOConfig(**options)
-
-
-def _step_logps(stack: TopStack, data: SettingData, chosen: list[int], rejected: list[int], reference: torch.Tensor,
-                paired: bool) -> PreferenceLogps:
-    """Policy (with grad) and reference log-probs of one step's M chosen and N rejected responses."""
-    indexes = data.train_pairs[chosen, 0].tolist() + data.train_pairs[rejected, 1].tolist()
-    policy = stack.logps(*data.batch(indexes))  # (M + N,)
-    m = len(chosen)
-    return PreferenceLogps(policy_chosen_logps=policy[:m], policy_rejected_logps=policy[m:],
-                           reference_chosen_logps=reference[chosen, 0], reference_rejected_logps=reference[rejected, 1],
-                           chosen_prompt_embeddings=data.train_embeddings[chosen],
-                           rejected_prompt_embeddings=data.train_embeddings[rejected], paired=paired)
-
-
-def heldout_summary(policy: torch.Tensor, reference: torch.Tensor) -> dict:
-    """Accuracy (ties half), counts, drift of held-out (P, 2) log-probs against the reference."""
-    from rpo_tutorial.evaluation.evaluate import summarize_logps
-
-    return summarize_logps(policy[:, 0], policy[:, 1], reference[:, 0], reference[:, 1])
-
-
-def train_method(stack: TopStack, data: SettingData, method: Method, settings: StudySettings, seed: int,
-                 sft: dict) -> dict:
-    """Train ``method`` from the seed's SFT weights; returns its curves and final held-out log-probs."""
-    config = method_config(method, settings)
-    stack.load_state(sft["state"])
-    torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(stack.parameters(), lr=settings.learning_rate, weight_decay=0.0)
-    batches = pair_batches(len(data.train_pairs), settings.steps, settings.batch_size, seed)
-    curve, evals = [], [{"step": 0, **heldout_summary(sft["heldout"], sft["heldout"])}]
-    began = time.perf_counter()
-    for step, batch in enumerate(batches, start=1):
-        stack.model.train()
-        rejected = batch if method.paired else batches[step % len(batches)]
-        logps = _step_logps(stack, data, batch, rejected, sft["train"], method.paired)
-        output = preference_objective(logps, config)
+        preference, output = _step(stack, data, order, step, method_key, config)
         if not math.isfinite(output.loss.item()):
-            raise FloatingPointError(f"{method.key} seed {seed}: non-finite loss at step {step}")
+            diverged = step + 1  # a rate too large: the run stops; its outcomes are scored as they stand
+            break
         optimizer.zero_grad()
         output.loss.backward()
         torch.nn.utils.clip_grad_norm_(stack.parameters(), settings.max_grad_norm)
         optimizer.step()
-        chosen_ratio = (logps.policy_chosen_logps - logps.reference_chosen_logps).detach()  # (M,)
-        rejected_ratio = (logps.policy_rejected_logps - logps.reference_rejected_logps).detach()  # (N,)
-        margins = chosen_ratio[:, None] - rejected_ratio[None, :]  # (M, N) log-ratio differences, nats
-        own = torch.diagonal(margins) if method.paired else margins.reshape(-1)
-        curve.append({"step": step, "loss": output.loss.item(), "margin_nats": own.mean().item(),
-                      "accuracy": ((own > 0).float() + 0.5 * (own == 0).float()).mean().item()})
-        if step % settings.eval_every == 0 or step == len(batches):
-            heldout = pair_logps(stack, data, data.heldout_pairs, settings.eval_batch_size)
-            evals.append({"step": step, **heldout_summary(heldout, sft["heldout"])})
-    return {"method": method.key, "label": method.label, "seed": seed, "beta": config.beta,
-            "config": {"loss": config.loss, "paired": method.paired, "weighting": method.weighting if
-                       method.loss == "rpo" else None, "tau": method.tau if method.loss == "rpo" else None},
-            "seconds": time.perf_counter() - began, "curve": curve, "evals": evals,
-            "heldout_policy": heldout.tolist(), "heldout_reference": sft["heldout"].tolist(),
-            "heldout_prompts": data.heldout_prompts}
+        arguments = sigmoid_arguments(preference, config, output)  # every sigmoid argument of the step's loss
+        own = (preference.policy_chosen_logps - preference.reference_chosen_logps).detach() - \
+            (preference.policy_rejected_logps - preference.reference_rejected_logps).detach()
+        curve.append({"step": step + 1, "loss": round(output.loss.item(), 6), "train_margin": round(own.mean().item(), 4),
+                      "curvature_share": round((arguments.abs() > 1).float().mean().item(), 6)})
+    seconds = time.perf_counter() - began
+    policy = pair_logps(stack, data, data.pairs[split], settings.eval_batch_size)  # (P, 2)
+    finite = torch.isfinite(policy).all(dim=1)
+    outcomes = torch.where(finite, pair_outcomes(policy, data.reference[split]), torch.zeros(()))  # NaN: a loss
+    change = (policy - data.reference[split])[finite]  # (P', 2) nats
+    return {"method": method_key, "learning_rate": learning_rate, "beta": config.beta, "split": split,
+            "outcomes2": [int(2 * value) for value in outcomes.tolist()],  # 2 x outcome: 0 / 1 / 2, exact in JSON
+            "accuracy": round(outcomes.mean().item(), 6), "curve": curve, "diverged_at_step": diverged,
+            "chosen_logp_change": round(change[:, 0].mean().item(), 4) if len(change) else math.nan,
+            "rejected_logp_change": round(change[:, 1].mean().item(), 4) if len(change) else math.nan,
+            "margin_abs_median": round((change[:, 0] - change[:, 1]).abs().median().item(), 4) if len(change)
+            else math.nan, "train_seconds": round(seconds, 1)}

@@ -1,16 +1,17 @@
 """The study's fast path: the frozen lower layers run ONCE, training runs only the top layers.
 
-The study trains only the top ``k`` decoder layers and the final norm (the demo's
-``freeze_lower_layers``); the embeddings, tied to the LM head, and every lower layer keep the
-pretrained weights in every run (SFT, DPO, RPO, KTO, every seed). So the hidden state entering
-layer ``L - k`` of a sequence is the same in every run, and is computed once per data setting
-(:meth:`TopStack.trunk_features`). A training or evaluation step then runs only
+The study trains only the top ``k`` decoder layers and the final norm
+(``rpo_tutorial.models.loading.train_top_layers``); the embeddings, tied to the LM head, and every
+lower layer keep the pretrained weights in every run (every method, every seed, and the
+reference, which is the pretrained model itself). So the hidden state entering layer ``L - k`` of
+a sequence is the same in every run, and is computed once per study (:meth:`TopStack.trunk_features`,
+running the lower layers only). A training or evaluation step then runs only
 
-    features (B, T, D) -> top k layers -> final norm -> LM head at the response positions -> log-probs
+    features (B, T, D) -> top k layers -> final norm -> LM head at the label rows -> log-probs
 
 which is what the full model computes (a test checks it against a full forward within float
-error). The LM head (vocabulary 49,152) is applied to response positions only, where labels are
-scored; prompt positions never reach it.
+error). The last step is the library's ``models.head.hidden_sequence_logps``: the head (vocabulary
+49,152 for SmolLM2) is applied to the rows that predict a response token only.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Iterator, Sequence
 import torch
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
+from rpo_tutorial.models.head import hidden_sequence_logps
+from rpo_tutorial.models.loading import train_top_layers
 
 
 class TopStack:
@@ -33,14 +36,11 @@ class TopStack:
         self.device = next(model.parameters()).device  # features and batches live on the CPU, computed here
         self.decoder = model.get_decoder()
         self.all_layers = self.decoder.layers
-        total = len(self.all_layers)
-        if not 1 <= trainable_layers <= total:
-            raise ValueError(f"trainable_layers must be in [1, {total}] for this model, got {trainable_layers}")
-        self.split = total - trainable_layers  # index of the first trainable layer
+        train_top_layers(model, trainable_layers)  # raises for a count outside [1, L]
+        self.split = len(self.all_layers) - trainable_layers  # index of the first trainable layer
+        self.lower_layers = torch.nn.ModuleList(list(self.all_layers)[: self.split])
         self.top_layers = torch.nn.ModuleList(list(self.all_layers)[self.split:])
-        model.requires_grad_(False)
-        self.top_layers.requires_grad_(True)
-        self.decoder.norm.requires_grad_(True)
+        self.head = model.get_output_embeddings()
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The trainable parameters: top layers and final norm."""
@@ -57,20 +57,25 @@ class TopStack:
                 named[name].copy_(value)
 
     @contextmanager
-    def _only_top(self) -> Iterator[None]:
-        self.decoder.layers = self.top_layers
+    def _layers(self, layers: torch.nn.ModuleList, norm: bool = True) -> Iterator[None]:
+        """Run the decoder with only ``layers`` (and without its final norm when ``norm`` is False)."""
+        final_norm = self.decoder.norm
+        self.decoder.layers = layers
+        if not norm:
+            self.decoder.norm = torch.nn.Identity()
         try:
             yield
         finally:
-            self.decoder.layers = self.all_layers
+            self.decoder.layers, self.decoder.norm = self.all_layers, final_norm
 
     @torch.inference_mode()
     def trunk_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden states entering the first trainable layer. Shape: (B, T) -> (B, T, D) float32."""
         self.model.eval()
-        outputs = self.decoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                               output_hidden_states=True, use_cache=False)
-        return outputs.hidden_states[self.split].float().cpu()  # hidden_states[0] = embeddings, [i] = after layer i
+        with self._layers(self.lower_layers, norm=False):  # the lower layers only, no final norm
+            hidden = self.decoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                                  use_cache=False).last_hidden_state  # (B, T, D)
+        return hidden.float().cpu()
 
     def logps(self, features: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Summed log pi(label tokens) of each row, from trunk features (with grad when training).
@@ -81,18 +86,10 @@ class TopStack:
             features: (B, T, D); attention_mask, labels: (B, T); returns (B,) float32
         """
         features, attention_mask = features.to(self.device), attention_mask.to(self.device)
-        labels = labels.to(self.device)
-        with self._only_top():
+        with self._layers(self.top_layers):
             hidden = self.decoder(inputs_embeds=features, attention_mask=attention_mask,
                                   use_cache=False).last_hidden_state  # (B, T, D), after the final norm
-        mask = labels[:, 1:] != IGNORE_INDEX  # (B, T-1): position t predicts token t + 1
-        rows = mask.nonzero()[:, 0]  # (K,) row of each scored token
-        scored = hidden[:, :-1][mask]  # (K, D)
-        targets = labels[:, 1:][mask]  # (K,)
-        logits = self.model.get_output_embeddings()(scored).float()  # (K, V)
-        token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (K,)
-        totals = torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device)
-        return totals.index_add(0, rows, token_logps).cpu()  # (B,)
+        return hidden_sequence_logps(hidden, labels.to(self.device), self.head).cpu()  # (B,)
 
 
 def pad_sequences(features: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]
