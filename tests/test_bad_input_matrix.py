@@ -297,19 +297,19 @@ def test_evaluate_cell(command, case, tmp_path, capsys, monkeypatch):
         assert path.name in message, message
 
 
-# ``study`` reads no data file: its inputs are its flags and the cached run files of --output-dir
-# (runs/<setting>/seed<k>/<method>.json), read back with --report-only (or before training).
+# ``study --report-only``: its inputs are its flags and the cached run files of --output-dir
+# (runs/tuning/seed<k>/<method>/lr<rate>.json, runs/evaluation/...), read back (also before training).
 STUDY_CASES = ("missing", "directory", "empty", "wrong_format", "wrong_schema", "wrong_types", "non_utf8",
                "bad_flag_value", "bad_setting_value")
 STUDY_EXPECTED = {
-    "missing": "counted", "directory": "counted",  # an absent run (or a folder in its place): "missing runs: N"
+    "missing": "error", "directory": "error",  # an absent run (or a folder in its place): named, train it first
     "empty": "error", "wrong_format": "error", "wrong_schema": "error", "wrong_types": "error", "non_utf8": "error",
     "bad_flag_value": "error", "bad_setting_value": "error",
 }
 
 def _study_case(case: str, folder: Path) -> tuple[list[str], Path]:
     """The extra flags and the run file of one study cell."""
-    run = folder / "study" / "runs" / "controlled" / "seed0" / "dpo.json"
+    run = folder / "study" / "runs" / "tuning" / "seed1000" / "dpo" / "lr0.001.json"  # the smoke preset's first run
     if case == "bad_flag_value":
         return ["--seeds", "zero"], run
     if case == "bad_setting_value":
@@ -334,11 +334,6 @@ def test_study_cell(command, case, tmp_path, capsys, monkeypatch):
     flags, run = _study_case(case, tmp_path)
     argv = ["study", "--preset", "smoke", "--output-dir", str(tmp_path / "study"), "--report-only", *flags]
     kind, message = cli_outcome(argv, capsys, monkeypatch)
-    if kind == "other" and message.startswith("exit 0"):  # the report was written: does it count the gap?
-        study = tmp_path / "study" / "study.json"
-        missing = json.loads(study.read_text())["missing"] if study.is_file() else []
-        kind = "counted" if missing else "other"
-        message += f" | missing runs: {len(missing)}"
     RESULTS[(command, case)] = kind
     assert kind == STUDY_EXPECTED[case], message
     if kind == "error" and case not in ("bad_flag_value", "bad_setting_value"):
@@ -347,12 +342,48 @@ def test_study_cell(command, case, tmp_path, capsys, monkeypatch):
         assert "--seeds" in message and "zero" in message, message
 
 
+# ``study --dataset FILE``: the loaders' errors and counts, then a split by prompt; the cell stops where the model
+# would load. Row-level cases get 40 good pairs around the bad row, so the split has every part.
+STUDY_DATASET_CASES = CASES + ("small_heldout",)
+STUDY_DATASET_EXPECTED = {**FILE_LEVEL, **LENIENT, "one_sided": "error",  # the study compares paired rows
+                          "small_heldout": "counted"}  # 20 held-out pairs: a warning with the power
+STUDY_DATASET_CELLS = [("study-dataset", case) for case in STUDY_DATASET_CASES]
+
+
+def _study_dataset_case(case: str, folder: Path, monkeypatch) -> Path:
+    good = [LOADERS["load_preferences"][0](i) for i in range(40)]
+    if case == "small_heldout":
+        return write_lines(folder / "pairs.jsonl", good)
+    if case == "duplicates":
+        return write_lines(folder / "data.jsonl", good + [good[1]])
+    if case in LOADERS["load_preferences"][1]:
+        return write_lines(folder / "data.jsonl", good + [LOADERS["load_preferences"][1][case]])
+    return make_case("load_preferences", case, folder, monkeypatch)
+
+
+@pytest.mark.parametrize("command, case", STUDY_DATASET_CELLS, ids=[f"study-dataset-{c}" for _, c in STUDY_DATASET_CELLS])
+def test_study_dataset_cell(command, case, tmp_path, capsys, monkeypatch):
+    import rpo_lab.study.runner as runner
+
+    monkeypatch.setattr(runner, "load_model", _stop)  # the study loads its model after reading and splitting the data
+    path = _study_dataset_case(case, tmp_path, monkeypatch)
+    argv = ["study", "--dataset", str(path), "--output-dir", str(tmp_path / "study"), "--model", "tiny-random:llama"]
+    kind, message = cli_outcome(argv, capsys, monkeypatch)
+    RESULTS[(command, case)] = kind
+    assert kind == STUDY_DATASET_EXPECTED[case], message
+    if kind == "error":
+        assert path.name in message, message
+    if case == "small_heldout":
+        assert "20 held-out pairs" in message and "points" in message, message
+
+
 def test_matrix_has_no_other_outcome():
     """Runs after the cells (same module): every cell ran, none ended as "other"; prints the counts."""
     expected = {**{cell: EXPECTED[cell[0]][cell[1]] for cell in CELLS},
                 **{cell: CLI_EXPECTED[cell[0]][cell[1]] for cell in CLI_CELLS},
                 **{cell: EVALUATE_EXPECTED[cell[1]] for cell in EVALUATE_CELLS},
-                **{cell: STUDY_EXPECTED[cell[1]] for cell in STUDY_CELLS}}
+                **{cell: STUDY_EXPECTED[cell[1]] for cell in STUDY_CELLS},
+                **{cell: STUDY_DATASET_EXPECTED[cell[1]] for cell in STUDY_DATASET_CELLS}}
     if not set(expected) <= set(RESULTS):
         pytest.skip("run the whole module to tally the matrix")
     tallied = {cell: RESULTS[cell] for cell in expected}

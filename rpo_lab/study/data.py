@@ -159,44 +159,33 @@ def _tokenize(parts: dict[str, list[dict]], tokenizer, settings: StudySettings) 
 
 
 def build_data(parts: dict[str, list[dict]], stack: TopStack, tokenizer, settings: StudySettings,
-               embed: Callable[[list[str]], torch.Tensor]) -> StudyData:
+               embed: Callable[[list[str]], torch.Tensor], workers: int = 1) -> StudyData:
     """Tokenize every split, run the frozen trunk once per sequence, score every pair with the reference.
 
     Args:
         embed: ``texts -> (K, D_e)`` prompt embeddings of the train prompts (the bundled embedder in the study).
+        workers: processes that encode chunks of pairs side by side (``features.encode_chunks``); the
+            numbers do not depend on it.
     """
+    from rpo_lab.study.features import encode_chunks
     from rpo_tutorial.data.embeddings import prompt_text
 
     kept = _tokenize(parts, tokenizer, settings)
-    sequences, pairs = [], {}
-    for name in SPLITS:
-        start = len(sequences)
-        for _, example in kept[name]:
-            sequences.append((example["chosen_input_ids"], example["chosen_labels"]))
-            sequences.append((example["rejected_input_ids"], example["rejected_labels"]))
-        pairs[name] = torch.arange(start, len(sequences)).reshape(-1, 2)  # (P, 2)
-    features = trunk_bank(stack, sequences, tokenizer, settings.eval_batch_size)
-    labels = [torch.tensor(row_labels, dtype=torch.long) for _, row_labels in sequences]
-    counts = {name: len(kept[name]) for name in SPLITS}
-    data = StudyData(features, labels, pairs, {}, torch.zeros(0), counts)
-    data.reference = {name: pair_logps(stack, data, pairs[name], settings.eval_batch_size) for name in SPLITS}
-    data.train_embeddings = embed([prompt_text(row["prompt"]) for row, _ in kept["train"]]).float()
-    return data
-
-
-def trunk_bank(stack: TopStack, sequences: list[tuple[list[int], list[int]]], tokenizer, batch_size: int
-               ) -> list[torch.Tensor]:
-    """Trunk features of every sequence, in fixed consecutive batches. Returns (T_i, D) float32 per sequence."""
+    sequences = {name: [sequence for _, example in kept[name] for sequence in
+                        ((example["chosen_input_ids"], example["chosen_labels"]),
+                         (example["rejected_input_ids"], example["rejected_labels"]))] for name in SPLITS}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    features = []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start: start + batch_size]
-        longest = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.tensor([ids + [pad] * (longest - len(ids)) for ids, _ in chunk])  # (B, T)
-        mask = torch.tensor([[1] * len(ids) + [0] * (longest - len(ids)) for ids, _ in chunk])  # (B, T)
-        hidden = stack.trunk_features(input_ids, mask)  # (B, T, D)
-        features += [hidden[row, : len(ids)].clone() for row, (ids, _) in enumerate(chunk)]
-    return features
+    encoded = encode_chunks(stack, sequences, pad, settings, workers)
+    features, labels, pairs, reference = [], [], {}, {}
+    for name in SPLITS:
+        start = len(features)
+        for chunk_features, chunk_labels, _ in encoded[name]:
+            features += chunk_features
+            labels += chunk_labels
+        pairs[name] = torch.arange(start, len(features)).reshape(-1, 2)  # (P, 2)
+        reference[name] = torch.cat([chunk_reference for _, _, chunk_reference in encoded[name]])  # (P, 2)
+    texts = [prompt_text(row["prompt"]) for row, _ in kept["train"]]
+    return StudyData(features, labels, pairs, reference, embed(texts).float(), {n: len(kept[n]) for n in SPLITS})
 
 
 @torch.inference_mode()

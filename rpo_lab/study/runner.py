@@ -35,7 +35,7 @@ import torch
 from rpo_lab.study.data import StudyData, build_data, study_rows
 from rpo_lab.study.settings import StudySettings, questions
 from rpo_lab.study.train import seed_order, train_run
-from rpo_lab.study.trunk import TopStack
+from rpo_lab.study.trunk import TopStack, load_model
 from rpo_tutorial.training.threads import apply_num_threads
 
 # settings that do not change what a run computes
@@ -56,19 +56,6 @@ def fingerprint(settings: StudySettings, data_only: bool = False) -> dict:
               if key not in (_NOT_DATA if data_only else _NOT_TRAINING)}
     values.update(dataset=_file_digest(settings.dataset), heldout=_file_digest(settings.heldout))
     return json.loads(json.dumps(values))  # tuples -> lists, as read back from JSON
-
-
-def load_model(settings: StudySettings):
-    """(tokenizer, model) of ``settings.model``."""
-    from rpo_tutorial.models.loading import load_policy, load_tokenizer, tiny_model
-
-    tokenizer = load_tokenizer()
-    if settings.model.startswith("tiny-random:"):
-        torch.manual_seed(0)
-        model = tiny_model(len(tokenizer), architecture=settings.model.split(":", 1)[1], num_layers=3)
-    else:
-        model = load_policy() if settings.model == "bundled" else load_policy(settings.model)
-    return tokenizer, model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def read_json(path: Path, key: dict) -> dict | None:
@@ -99,9 +86,11 @@ def write_json(path: Path, record: dict) -> None:
 class Study:
     """The model split and the data of one study, loaded on first use; trains and caches runs."""
 
-    def __init__(self, output_dir: Path, settings: StudySettings, say: Callable[[str], None], embed=None) -> None:
-        self.output_dir, self.settings, self.say, self.embed = output_dir, settings, say, embed
+    def __init__(self, output_dir: Path, settings: StudySettings, say: Callable[[str], None], embed=None,
+                 workers: int = 1) -> None:
+        self.output_dir, self.settings, self.say, self.embed, self.workers = output_dir, settings, say, embed, workers
         self.stack: TopStack | None = None
+        self.seconds: float | None = None  # time spent building the data in this process (None: from the cache)
         self.data: StudyData | None = None
         self.source: dict | None = None
 
@@ -129,26 +118,69 @@ class Study:
         sizes = ", ".join(f"{len(rows)} {name}" for name, rows in parts.items())
         self.say(f"data: {sizes} pairs from {self.source['dataset']}; running the frozen layers once")
         began = time.perf_counter()
-        self.data = build_data(parts, self.stack, tokenizer, self.settings, self.embed or _bundled_embed)
-        self.source.update(kept=self.data.sizes, seconds=round(time.perf_counter() - began, 1))
+        self.data = build_data(parts, self.stack, tokenizer, self.settings, self.embed or _bundled_embed, self.workers)
+        self.source.update(kept=self.data.sizes)
+        self.seconds = round(time.perf_counter() - began, 1)
+        self.say(f"data ready in {self.seconds / 60:.1f} min")
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": key, "data": self.data, "source": self.source}, path)
         write_json(self.output_dir / "source.json", {"key": key, **self.source})
         return self.data
 
-    def run(self, path: Path, method: str, rate: float, seed: int, split: str) -> dict:
-        """A run from the cache, or trained now and cached."""
-        key = {**fingerprint(self.settings), "method": method, "learning_rate": rate, "seed": seed, "split": split}
-        record = read_json(path, key)
-        if record is None:
-            data = self.load()
-            record = train_run(self.stack, data, method, rate, seed_order(data, self.settings, seed), self.settings,
-                               self.pristine, split)
-            record.update(key=key, seed=seed)
-            write_json(path, record)
-            self.say(f"{split} seed {seed} {method} lr {rate:g}: accuracy {record['accuracy']:.1%}, "
-                     f"{record['train_seconds']:.0f} s of training")
+    def key(self, method: str, rate: float, seed: int, split: str) -> dict:
+        return {**fingerprint(self.settings), "method": method, "learning_rate": rate, "seed": seed, "split": split}
+
+    def train(self, unit: tuple) -> dict:
+        """Train one unit (path, method, rate, seed, split) now and cache it."""
+        path, method, rate, seed, split = unit
+        data = self.load()
+        record = train_run(self.stack, data, method, rate, seed_order(data, self.settings, seed), self.settings,
+                           self.pristine, split)
+        record.update(key=self.key(method, rate, seed, split), seed=seed)
+        write_json(Path(path), record)
         return record
+
+
+_WORKER: dict = {}
+
+
+def _worker_start(output_dir: str, settings: StudySettings) -> None:
+    apply_num_threads(settings.num_threads)
+    _WORKER["study"] = Study(Path(output_dir), settings, lambda message: None)
+    _WORKER["study"].load()  # the features are on disk: read, never recomputed
+
+
+def _worker_train(unit: tuple) -> tuple[tuple, float, float]:
+    record = _WORKER["study"].train(unit)
+    return unit, record["accuracy"], record["train_seconds"]
+
+
+def run_phase(study: Study, units: list[tuple], train: bool, workers: int, say: Callable[[str], None]) -> list[dict]:
+    """Every unit's record: from the cache, or trained (by ``workers`` processes of one torch thread each)."""
+    missing = [unit for unit in units if read_json(Path(unit[0]), study.key(*unit[1:])) is None]
+    if missing and not train:
+        raise FileNotFoundError(f"{missing[0][0]}: run missing from the cache ({len(missing)} missing); run without "
+                                "--report-only to train it")
+    if missing:
+        study.load()  # the features exist before any worker starts
+        began, pool = time.perf_counter(), None
+        if workers > 1 and len(missing) > 1:
+            import multiprocessing
+
+            pool = multiprocessing.get_context("spawn").Pool(min(workers, len(missing)), _worker_start,
+                                                             (str(study.output_dir), study.settings))
+            finished = pool.imap_unordered(_worker_train, missing)
+        else:
+            finished = ((unit, record["accuracy"], record["train_seconds"])
+                        for unit, record in ((unit, study.train(unit)) for unit in missing))
+        for done, (unit, accuracy, seconds) in enumerate(finished, start=1):
+            left = (time.perf_counter() - began) / done * (len(missing) - done)
+            say(f"{unit[4]} seed {unit[3]} {unit[1]} lr {unit[2]:g}: accuracy {accuracy:.1%} ({seconds:.0f} s of "
+                f"training); {done}/{len(missing)} runs of this phase, ~{left / 60:.0f} min left")
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return [read_json(Path(unit[0]), study.key(*unit[1:])) for unit in units]
 
 
 def choose_learning_rates(tuning: list[dict]) -> dict[str, float]:
@@ -161,12 +193,14 @@ def choose_learning_rates(tuning: list[dict]) -> dict[str, float]:
 
 
 def run_study(output_dir: str | Path, settings: StudySettings | None = None, progress: bool = True,
-              train: bool = True, embed: Callable | None = None) -> dict:
+              train: bool = True, embed: Callable | None = None, workers: int = 1) -> dict:
     """Run (or resume) every phase; returns ``{"source", "tuning", "learning_rates", "power", "evaluation"}``.
 
     ``train=False`` reads the cache only (a missing run is an error naming it).
     Args:
         embed: ``texts -> (K, D)`` prompt embeddings (default: the bundled all-MiniLM-L6-v2).
+        workers: processes that train runs side by side, one torch thread each (``settings.num_threads``); a
+            run's numbers do not depend on the process that trained it.
     """
     from rpo_lab.study.power import design_power
 
@@ -181,16 +215,13 @@ def run_study(output_dir: str | Path, settings: StudySettings | None = None, pro
             print(f"[{minutes:02d}:{seconds:02d}] {message}", flush=True)
 
     apply_num_threads(settings.num_threads)
-    study = Study(output_dir, settings, say, embed)
-    runs = output_dir / "runs"
-
-    def get(path: Path, method: str, rate: float, seed: int, split: str) -> dict:
-        if not train and not path.is_file():
-            raise FileNotFoundError(f"{path}: run missing from the cache; run without --report-only to train it")
-        return study.run(path, method, rate, seed, split)
-
-    tuning = [get(runs / "tuning" / f"seed{seed}" / method / f"lr{rate:g}.json", method, rate, seed, "validation")
-              for method in settings.methods for rate in settings.learning_rates for seed in settings.tuning_seeds]
+    study = Study(output_dir, settings, say, embed, workers)
+    runs, timing = output_dir / "runs", {}
+    phase_began = time.perf_counter()
+    tuning = run_phase(study, [(runs / "tuning" / f"seed{seed}" / method / f"lr{rate:g}.json", method, rate, seed,
+                                "validation") for method in settings.methods for rate in settings.learning_rates
+                               for seed in settings.tuning_seeds], train, workers, say)
+    timing["tuning_seconds"] = round(time.perf_counter() - phase_began, 1)
     rates = choose_learning_rates(tuning)
     source = study.source if study.source is not None else _cached_source(output_dir)
     heldout = (source.get("kept") or source["sizes"])["heldout"] if source else None
@@ -200,10 +231,15 @@ def run_study(output_dir: str | Path, settings: StudySettings | None = None, pro
         say(line)
     if power["warning"]:
         warnings.warn(power["warning"])
-    evaluation = [get(runs / "evaluation" / f"seed{seed}" / f"{method}.json", method, rates[method], seed, "heldout")
-                  for seed in settings.seeds for method in settings.methods]
+    phase_began = time.perf_counter()
+    evaluation = run_phase(study, [(runs / "evaluation" / f"seed{seed}" / f"{method}.json", method, rates[method], seed,
+                                    "heldout") for seed in settings.seeds for method in settings.methods],
+                           train, workers, say)
+    timing.update(evaluation_seconds=round(time.perf_counter() - phase_began, 1), data_seconds=study.seconds)
+    timing["tuning_seconds"] = round(timing["tuning_seconds"] - (study.seconds or 0.0), 1)  # data built inside it
     source = study.source if study.source is not None else _cached_source(output_dir)
-    return {"source": source, "tuning": tuning, "learning_rates": rates, "power": power, "evaluation": evaluation}
+    return {"source": source, "tuning": tuning, "learning_rates": rates, "power": power, "evaluation": evaluation,
+            "timing": timing}
 
 
 def _cached_source(output_dir: Path) -> dict | None:

@@ -5,7 +5,8 @@ The study trains only the top ``k`` decoder layers and the final norm
 lower layer keep the pretrained weights in every run (every method, every seed, and the
 reference, which is the pretrained model itself). So the hidden state entering layer ``L - k`` of
 a sequence is the same in every run, and is computed once per study (:meth:`TopStack.trunk_features`,
-running the lower layers only). A training or evaluation step then runs only
+running the lower layers only; :meth:`TopStack.pair_trunk_features` runs each pair's prompt once,
+the library's shared-prompt layout ``models.shared_prompt``). A training or evaluation step then runs only
 
     features (B, T, D) -> top k layers -> final norm -> LM head at the label rows -> log-probs
 
@@ -16,13 +17,17 @@ error). The last step is the library's ``models.head.hidden_sequence_logps``: th
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
 from rpo_tutorial.data.collate import IGNORE_INDEX
 from rpo_tutorial.models.head import hidden_sequence_logps
 from rpo_tutorial.models.loading import train_top_layers
+
+if TYPE_CHECKING:
+    from rpo_lab.study.settings import StudySettings
+    from rpo_tutorial.models.shared_prompt import SharedPromptBatch
 
 
 class TopStack:
@@ -77,6 +82,29 @@ class TopStack:
                                   use_cache=False).last_hidden_state  # (B, T, D)
         return hidden.float().cpu()
 
+    @torch.inference_mode()
+    def pair_trunk_features(self, batch: "SharedPromptBatch") -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk features of a paired batch, each prompt run once and both responses on its key/value cache.
+
+        Shape:
+            returns prompt features (M, P, D) left-padded as ``batch.prompt_ids`` and response features
+            (B, R, D) right-padded as ``batch.response_ids``, float32
+        """
+        from transformers import DynamicCache
+
+        self.model.eval()
+        cache, name = DynamicCache(), cache_argument(self.decoder)
+        with self._layers(self.lower_layers, norm=False):
+            prompt = self.decoder(input_ids=batch.prompt_ids.to(self.device), attention_mask=batch.prompt_mask.to(
+                self.device), position_ids=batch.prompt_positions.to(self.device), use_cache=True,
+                **{name: cache}).last_hidden_state  # (M, P, D)
+            cache.batch_select_indices(batch.prompt_of_row.to(self.device))  # (M, ...) -> (B, ...)
+            mask = torch.cat([batch.prompt_mask[batch.prompt_of_row], batch.response_mask], dim=1)  # (B, P + R)
+            response = self.decoder(input_ids=batch.response_ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=batch.response_positions.to(self.device), use_cache=True,
+                                    **{name: cache}).last_hidden_state  # (B, R, D)
+        return prompt.float().cpu(), response.float().cpu()
+
     def logps(self, features: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Summed log pi(label tokens) of each row, from trunk features (with grad when training).
 
@@ -90,6 +118,27 @@ class TopStack:
             hidden = self.decoder(inputs_embeds=features, attention_mask=attention_mask,
                                   use_cache=False).last_hidden_state  # (B, T, D), after the final norm
         return hidden_sequence_logps(hidden, labels.to(self.device), self.head).cpu()  # (B,)
+
+
+def load_model(settings: "StudySettings"):
+    """(tokenizer, model) of ``settings.model``."""
+    from rpo_tutorial.models.loading import load_policy, load_tokenizer, tiny_model
+
+    tokenizer = load_tokenizer()
+    if settings.model.startswith("tiny-random:"):
+        torch.manual_seed(0)
+        model = tiny_model(len(tokenizer), architecture=settings.model.split(":", 1)[1], num_layers=3)
+    else:
+        model = load_policy() if settings.model == "bundled" else load_policy(settings.model)
+    return tokenizer, model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cache_argument(module: torch.nn.Module) -> str:
+    """The name under which a decoder's forward takes its key/value cache (``cache`` in transformers 5)."""
+    import inspect
+
+    parameters = inspect.signature(module.forward).parameters
+    return next(name for name in ("cache", "past_key_values") if name in parameters)
 
 
 def pad_sequences(features: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]

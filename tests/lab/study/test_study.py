@@ -127,3 +127,27 @@ def test_a_small_heldout_set_gets_a_warning_with_its_power():
     assert message is not None and "40 held-out pairs" in message
     low = (2.8015852 * math.sqrt(0.1 / 40)) * 100  # z_0.975 + z_0.8
     assert f"{low:.1f} points" in message
+
+
+def test_trunk_features_with_each_prompt_run_once_equal_whole_sequences():
+    from rpo_lab.study.features import trunk_bank
+    from rpo_lab.study.trunk import TopStack
+    from rpo_tutorial.data.demo import load_demo
+    from rpo_tutorial.data.tokenization import tokenize_pair
+    from rpo_tutorial.models.loading import load_tokenizer, tiny_model
+    from rpo_tutorial.models.shared_prompt import shared_prompt_problem
+
+    tokenizer = load_tokenizer()
+    stack = TopStack(tiny_model(len(tokenizer), num_layers=3).eval(), trainable_layers=1)
+    assert shared_prompt_problem(stack.model) is None  # the shared path is the one under test
+    sequences = []
+    for row in load_demo("train")[:5]:  # prompts of different lengths: left padding in the prompt pass
+        example = tokenize_pair(row, tokenizer, 24, 40)
+        sequences += [(example["chosen_input_ids"], example["chosen_labels"]),
+                      (example["rejected_input_ids"], example["rejected_labels"])]
+    shared = trunk_bank(stack, sequences, tokenizer.pad_token_id, batch_size=4)  # 2 pairs per batch, the last batch 1 pair
+    assert len(shared) == len(sequences)
+    for features, (ids, _) in zip(shared, sequences):
+        whole = stack.trunk_features(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0]
+        assert features.shape == whole.shape
+        torch.testing.assert_close(features, whole, atol=1e-4, rtol=1e-4)

@@ -98,3 +98,20 @@ def test_the_readme_example_parses():
         args = build_parser().parse_args(shlex.split(command)[1:])
         settings = settings_from_args(args)
         assert settings.dataset and settings.methods[0] == "dpo" and "rpo-emb" in settings.methods
+
+
+@pytest.mark.slow  # spawns two worker processes
+def test_two_workers_give_the_numbers_of_one(tmp_path, monkeypatch):
+    from rpo_lab.study.report import build_report
+    from rpo_lab.study.settings import StudySettings
+
+    monkeypatch.setattr(runner, "_bundled_embed", fake_embed)
+    settings = StudySettings(model="tiny-random:llama", dataset=str(write_pairs(tmp_path / "pairs.jsonl", 40, 5)),
+                             methods=("dpo", "rpo-emb", "rpo-uniform"), seeds=(0, 1), learning_rates=(1e-3, 3e-3),
+                             steps=2, batch_size=4, max_length=40, max_prompt_length=24, validation_pairs=4,
+                             bootstrap_samples=200)
+    one = runner.run_study(tmp_path / "one", settings, progress=False)
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "features.pt").write_bytes((tmp_path / "one" / "features.pt").read_bytes())
+    two = runner.run_study(tmp_path / "two", settings, progress=False, workers=2)
+    assert build_report(one, settings, "c") == build_report(two, settings, "c")
