@@ -1,9 +1,13 @@
 """``rpo-tutorial study``: train every method on every data setting and seed, then write the report.
 
-    python -m rpo_lab study --output-dir outputs/study --report-dir docs/study   # the committed study
+    python -m rpo_lab study --output-dir outputs/study --report-dir docs/study/smollm2   # the SmolLM2 study
     python -m rpo_lab study --preset small --output-dir outputs/study-small     # notebook 04 on a CPU
     python -m rpo_lab study --preset smoke --output-dir /tmp/study              # tiny random model, tests
     python -m rpo_lab study --output-dir outputs/study --report-only            # rewrite the report
+    python -m rpo_lab study --preset synthetic --report-dir docs/study          # the synthetic study (issue 20)
+
+The ``synthetic*`` presets run the synthetic-world study (``rpo_lab.world``; see ``rpo_lab/world/cli.py``);
+the others the SmolLM2 study below.
 
 Interrupted? Run the same command again: finished runs are read from ``OUTPUT_DIR/runs`` and
 never retrained.
@@ -16,6 +20,7 @@ import shlex
 import sys
 
 from rpo_lab.study.settings import METHODS, SETTINGS_NAMES, StudySettings
+from rpo_lab.world.presets import SYNTHETIC_PRESETS
 
 STUDY_PRESETS: dict[str, StudySettings] = {
     "full": StudySettings(),
@@ -75,10 +80,21 @@ def _study_command(args: argparse.Namespace) -> int:
     from rpo_lab.study.report import write_report
     from rpo_lab.study.runner import run_study
 
-    settings = settings_from_args(args)
     words = [word for word in sys.argv[1:] if word != "--report-only"]  # the command that trains this study
     command = "python -m rpo_lab " + " ".join(shlex.quote(word) for word in words) \
         if words[:1] == ["study"] else f"python -m rpo_lab study --preset {args.preset}"
+    if args.preset in SYNTHETIC_PRESETS:
+        from rpo_lab.world.cli import synthetic_command
+
+        given = {field: getattr(args, field) for _, (field, _, _) in {**_FLAGS, **_SYNTHETIC_ONLY}.items()
+                 if getattr(args, field) is not None}
+        return synthetic_command(args, given)
+    if args.workers is not None:
+        from rpo_tutorial.training.output_dir import UsageError
+
+        raise UsageError(f"--workers applies to the synthetic presets only, not --preset {args.preset}")
+    args.output_dir = args.output_dir or "outputs/study"
+    settings = settings_from_args(args)
     print("study settings: " + ", ".join(f"{key}={value}" for key, value in dataclasses.asdict(settings).items()),
           flush=True)
     if not args.report_only:
@@ -90,20 +106,28 @@ def _study_command(args: argparse.Namespace) -> int:
     return 0
 
 
+_SYNTHETIC_ONLY = {"--workers": ("workers", int, "synthetic presets: processes of one torch thread each")}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     preset = _preset_from_argv()
-    defaults = STUDY_PRESETS[preset]
+    defaults = STUDY_PRESETS.get(preset, STUDY_PRESETS["full"])
     parser = subparsers.add_parser("study", help="compare DPO, RPO variants and KTO across seeds; write a report",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="full", choices=tuple(STUDY_PRESETS),
-                        help="full: the committed study; small: notebook 04 on a CPU; smoke: tiny random model")
-    parser.add_argument("--output-dir", default="outputs/study", help="runs cache and report (default: %(default)s)")
+    parser.add_argument("--preset", default="full", choices=tuple(STUDY_PRESETS) + tuple(SYNTHETIC_PRESETS),
+                        help="full: the SmolLM2 study; small: its CPU size; smoke: tiny random model; synthetic: the "
+                             "synthetic-world study (docs/study); synthetic-notebook: notebook 04's CPU run; "
+                             "synthetic-smoke: seconds")
+    parser.add_argument("--output-dir", default=None,
+                        help="runs cache and report (default: outputs/study, or outputs/<preset> for synthetic ones)")
     parser.add_argument("--report-dir", default=None, help="also copy the report and figures here (e.g. docs/study)")
     parser.add_argument("--report-only", action="store_true", help="write the report from the cached runs only")
     for flag, (field, _, text) in _FLAGS.items():
         value = getattr(defaults, field)
         shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
         parser.add_argument(flag, dest=field, default=None, help=f"{text} ({preset} preset: {shown})")
+    for flag, (field, _, text) in _SYNTHETIC_ONLY.items():
+        parser.add_argument(flag, dest=field, default=None, help=text)
     parser.set_defaults(handler=_study_command)
 
 
