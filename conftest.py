@@ -11,18 +11,8 @@ a notebook without one runs through nbmake as usual. Without the variable nothin
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parent
-
-
-def _build_docs():
-    spec = importlib.util.spec_from_file_location("build_docs", REPO_ROOT / "scripts" / "build_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -31,7 +21,8 @@ def pytest_collection_modifyitems(config, items) -> None:
     notebooks = [item for item in items if getattr(item, "nbmake", False)]
     if not notebooks:
         return
-    build_docs = _build_docs()
+    from scripts import build_docs
+
     packages = build_docs.package_hash()
     reused = []
     for item in notebooks:

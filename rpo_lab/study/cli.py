@@ -91,7 +91,7 @@ def _study_command(args: argparse.Namespace) -> int:
 
         given = {field: getattr(args, field) for _, (field, _, _) in {**_FLAGS, **_SYNTHETIC_ONLY}.items()
                  if getattr(args, field) is not None}
-        return synthetic_command(args, given, command)
+        return synthetic_command(args, given)
     return _real_command(args, settings_from_args(args), command)
 
 

@@ -106,20 +106,28 @@ def power_lines(analysis: dict, formats: dict[str, MetricFormat]) -> list[str]:
             f"{_number(median(mdd), fmt)}{fmt.difference_unit} (median over the {len(members)} primary comparisons; "
             f"range {_number(min(mdd), fmt)}-{_number(max(mdd), fmt)}) is detected with {analysis['power']:.0%} "
             f"power at two-sided alpha {analysis['alpha']:g}; at the Holm family's strictest level (alpha / "
-            f"{len(members)}) the median is {_number(median(corrected), fmt)}{fmt.difference_unit}. Smaller true "
+            f"{members[0]['family_size']}) the median is {_number(median(corrected), fmt)}{fmt.difference_unit}. Smaller true "
             "differences can go undetected; a null below these sizes is not evidence of equality.")
     return lines
 
 
-def _difference_cell(c: dict, fmt: MetricFormat) -> str:
+def p_text(p: float) -> str:
+    return "p<1e-4" if p < 1e-4 else f"p={p:.2g}"
+
+
+def _difference_cell(c: dict, fmt: MetricFormat, annotate=None) -> str:
     mark = " **" if c["p_holm"] < 0.05 else " "
+    note = annotate(c) if annotate else ""
     return (f"{_number(c['mean'], fmt, True)}{mark}[{_number(c['ci_low_corrected'], fmt, True)}, "
-            f"{_number(c['ci_high_corrected'], fmt, True)}]{mark.strip()} p={c['p_holm']:.2g}")
+            f"{_number(c['ci_high_corrected'], fmt, True)}]{mark.strip()} {p_text(c['p_holm'])}{note}")
 
 
-def question_table(analysis: dict, formats: dict[str, MetricFormat], labels: dict[str, str] | None = None
-                   ) -> list[str]:
-    """One row per cell and metric, one column per question: difference [corrected interval], Holm p."""
+def question_table(analysis: dict, formats: dict[str, MetricFormat], labels: dict[str, str] | None = None,
+                   annotate=None) -> list[str]:
+    """One row per cell and metric, one column per question: difference [corrected interval], Holm p.
+
+    ``annotate(comparison) -> str`` may append a note to an entry (e.g. a mark where learning rates differ).
+    """
     labels = labels or {}
     questions = [tuple(q) for q in analysis["questions"]]
     header = ["condition", "metric"] + [f"{labels.get(a, a)} vs {labels.get(b, b)}" for a, b in questions]
@@ -130,12 +138,12 @@ def question_table(analysis: dict, formats: dict[str, MetricFormat], labels: dic
                      if c["family"] == "primary" and c["cell"] == cell["key"] and c["metric"] == metric}
             if found:
                 lines.append("| " + " | ".join([cell["label"], fmt.label] + [
-                    _difference_cell(found[q], fmt) if q in found else "-" for q in questions]) + " |")
+                    _difference_cell(found[q], fmt, annotate) if q in found else "-" for q in questions]) + " |")
     return lines
 
 
 def method_table(analysis: dict, cell_index: int, formats: dict[str, MetricFormat],
-                 labels: dict[str, str] | None = None) -> list[str]:
+                 labels: dict[str, str] | None = None, annotate=None) -> list[str]:
     """One row per method: each metric's mean [95 % interval] and its difference to the baseline."""
     labels, cell = labels or {}, analysis["cells"][cell_index]
     header = ["method"] + [f"{fmt.label} [95% CI]" for fmt in formats.values()] + \
@@ -150,6 +158,6 @@ def method_table(analysis: dict, cell_index: int, formats: dict[str, MetricForma
         for metric, fmt in formats.items():
             match = [c for c in analysis["comparisons"] if c["cell"] == cell["key"] and c["metric"] == metric
                      and c["method"] == method and c["against"] == analysis["baseline"]]
-            row.append(_difference_cell(match[0], fmt) if match else "-")
+            row.append(_difference_cell(match[0], fmt, annotate) if match else "-")
         lines.append("| " + " | ".join(row) + " |")
     return lines

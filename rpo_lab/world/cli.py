@@ -43,11 +43,15 @@ def design_from_args(args: argparse.Namespace, given: dict) -> StudyDesign:
     return design
 
 
-def synthetic_command(args: argparse.Namespace, given: dict, command: str) -> int:
+def synthetic_command(args: argparse.Namespace, given: dict) -> int:
     from rpo_lab.world.report import write_synthetic_report
     from rpo_lab.world.run import run_synthetic_study
 
     design = design_from_args(args, given)
+    # the report records the command that determines its numbers: the preset and the flags that change results
+    # (not --output-dir, --report-dir or --workers), so every way of running the same study gives the same bytes
+    command = f"python -m rpo_lab study --preset {args.preset}" + "".join(
+        f" --{name} {given[name].replace(' ', ',')}" for name in SYNTHETIC_FLAGS if name in given and name != "workers")
     output_dir = Path(args.output_dir or f"outputs/{args.preset}")
     began = time.perf_counter()
     result = run_synthetic_study(output_dir, design, progress=True, train=not args.report_only)

@@ -50,9 +50,10 @@ def plot_regimes(report: dict, design: StudyDesign, path: Path) -> Path:
                 ax.set_xlabel("train pairs per cluster")
             if column == 0:
                 ax.set_ylabel(ylabel)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=8)
     figure.suptitle(f"mean over {len(report['seeds'])} seeds, 95 % bootstrap interval over seeds")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     figure.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(figure)
     return path
@@ -75,9 +76,10 @@ def plot_learning_curves(report: dict, design: StudyDesign, path: Path) -> Path:
             ax.set_xlabel("step")
             if column == 0:
                 ax.set_ylabel("test accuracy (subset)")
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=8)
     figure.suptitle("learning curves: mean over seeds")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(figure)
     return path

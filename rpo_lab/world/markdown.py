@@ -1,7 +1,7 @@
 """``study.md`` of the synthetic study: design, power (before any result), the five questions, the rest."""
 from __future__ import annotations
 
-from rpo_lab.study.compare import method_table, power_lines, question_table
+from rpo_lab.study.compare import method_table, p_text, power_lines, question_table
 from rpo_lab.world.methods import FOCUS, QUESTIONS
 from rpo_lab.world.labels import ARM_TEXT, FORMATS, LABELS, cell_label
 from rpo_lab.world.run import method_keys
@@ -48,6 +48,30 @@ def _power(report: dict) -> list[str]:
             *power_lines(report["analysis"], FORMATS), ""]
 
 
+def rate_note(comparison: dict) -> str:
+    """A dagger where the two sides trained at different (validation-chosen) learning rates."""
+    return " †" if comparison["rates"][0] != comparison["rates"][1] else ""
+
+
+def _equal_rates(report: dict) -> list[str]:
+    """Primary comparisons split by whether both sides trained at the same learning rate."""
+    lines = []
+    for metric, fmt in FORMATS.items():
+        found = [c for c in report["analysis"]["comparisons"] if c["family"] == "primary" and c["metric"] == metric]
+        for equal in (True, False):
+            part = [c for c in found if (c["rates"][0] == c["rates"][1]) == equal]
+            if not part:
+                continue
+            significant = [c for c in part if c["p_holm"] < 0.05]
+            largest = max(part, key=lambda c: abs(c["mean"]))
+            lines.append(
+                f"- {fmt.label}, {'same' if equal else 'different'} learning rates ({len(part)} of {len(found)}): "
+                f"{len(significant)} significant after Holm; largest |difference| "
+                f"{abs(largest['mean']) * fmt.scale:.{fmt.digits}f} ({LABELS[largest['method']]} vs "
+                f"{LABELS[largest['against']]}, {largest['cell_label']}, {p_text(largest['p_holm'])}).")
+    return lines
+
+
 def _verdicts(report: dict) -> list[str]:
     lines = []
     for other in QUESTIONS:
@@ -58,7 +82,9 @@ def _verdicts(report: dict) -> list[str]:
                 continue
             better = [c for c in found if c["p_holm"] < 0.05 and c["mean"] > 0]
             worse = [c for c in found if c["p_holm"] < 0.05 and c["mean"] < 0]
-            where = "; ".join(f"{c['cell_label']}: {c['mean'] * fmt.scale:+.{fmt.digits}f}" for c in better + worse)
+            where = "; ".join(f"{c['cell_label']}: {c['mean'] * fmt.scale:+.{fmt.digits}f}"
+                              f"{' at rates ' + ' vs '.join(f'{r:g}' for r in c['rates']) if rate_note(c) else ''}"
+                              for c in better + worse)
             lines.append(f"- {LABELS[FOCUS]} vs {LABELS[other]}, {fmt.label}: higher in {len(better)}, lower in "
                          f"{len(worse)}, no detectable difference in {len(found) - len(better) - len(worse)} of "
                          f"{len(found)} conditions" + (f" ({where})" if where else "") + ".")
@@ -80,7 +106,8 @@ def _curvature(report: dict, design: StudyDesign) -> list[str]:
                 lines.append(f"| {cell_label(regime, arm, size)} | " + " | ".join(
                     f"{report['curvature_share'][f'{key}/{m}']:.0%} (h {report['train_margin'][f'{key}/{m}']:.0f})"
                     for m in methods) + " |")
-    return lines + ["", "(h: mean own-pair train margin at the last step, nats.)", ""]
+    return lines + ["", "(h: mean own-pair train margin at the last step, nats; for 'RPO own-pair terms only' it is "
+                    "w_ii h, the margin its loss sees.)", ""]
 
 
 def _rates(report: dict, design: StudyDesign) -> list[str]:
@@ -103,11 +130,13 @@ def study_markdown(report: dict, design: StudyDesign) -> str:
              "## The five questions (primary family, Holm-corrected)", "",
              "Each entry: RPO embedding minus the comparator (paired by seed and test pair), the family-wise "
              "(Bonferroni-level) interval and the Holm-adjusted p-value; **bold**: Holm p < 0.05. Test accuracy in "
-             "points, gain in r* units.", "", *_verdicts(report), "",
-             *question_table(analysis, FORMATS, LABELS), "", *_curvature(report, design),
+             "points, gain in r* units. †: the two methods trained at different learning rates (each chose its own "
+             "on validation), so the difference includes the effect of that choice.", "", *_verdicts(report), "",
+             "Split by whether the two sides trained at the same learning rate:", "", *_equal_rates(report), "",
+             *question_table(analysis, FORMATS, LABELS, rate_note), "", *_curvature(report, design),
              "## Every method per condition (secondary family: each against DPO, Holm-corrected)", ""]
     for index, cell in enumerate(analysis["cells"]):
-        lines += [f"### {cell['label']}", "", *method_table(analysis, index, FORMATS, LABELS), ""]
+        lines += [f"### {cell['label']}", "", *method_table(analysis, index, FORMATS, LABELS, rate_note), ""]
     lines += [*_rates(report, design), "## Figures", "",
               "- `study_regimes.png`: test accuracy and true-reward gain against train pairs per cluster, one line per "
               "method, 95 % intervals; one column per regime and batch arm.",

@@ -34,7 +34,7 @@ SYNTHETIC_PRESETS: dict[str, StudyDesign] = {
     "synthetic-notebook": StudyDesign(world=FROZEN_WORLD, methods=("dpo", "rpo-emb", "rpo-uniform", "dpo-own-beta",
                                                                    "rpo-own-pair", "rpo-placebo"),
                                       regimes=(("curvature", 0.1),), pairs_per_cluster=(2, 32), seeds=tuple(range(8)),
-                                      tuning_seeds=(1000,)),
+                                      tuning_seeds=(1000, 1001)),
     # seconds: the whole machinery on a tiny world (tests, CI, notebook smoke mode)
     "synthetic-smoke": StudyDesign(world=SMOKE_WORLD, pairs_per_cluster=(2, 4), seeds=(0, 1), tuning_seeds=(1000,),
                                    learning_rates=(3e-3, 3e-2), batch_size=4, steps=6, checkpoints=2,

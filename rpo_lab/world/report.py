@@ -78,6 +78,10 @@ def build_report(result: dict, design: StudyDesign, command: str) -> dict:
                        questions=[(FOCUS, other) for other in QUESTIONS if other in method_keys(design)
                                   and FOCUS in method_keys(design)],
                        primary_metrics=("accuracy", "gain"), samples=design.bootstrap_samples)
+    rates = result["learning_rates"]
+    for comparison in analysis["comparisons"]:  # which rate each side trained at (chosen per method on validation)
+        regime, arm, size = comparison["cell"]
+        comparison["rates"] = [rates[(comparison[side], regime, arm, size)] for side in ("method", "against")]
     tuning = {}
     for payload in result["tuning"]:
         for run in payload["runs"]:

@@ -94,7 +94,9 @@ def read_unit(path: Path, design: StudyDesign) -> dict | None:
 
 
 def _run_units(tasks: list, workers: int, say, train: bool) -> None:
-    if tasks and not train:
+    if not tasks:
+        return
+    if not train:
         raise FileNotFoundError(f"{len(tasks)} unit(s) missing from the cache, e.g. {tasks[0][4]}: run without "
                                 "--report-only to train them")
     began = time.perf_counter()

@@ -226,8 +226,7 @@ print(f"other prompts a chosen response is contrasted with: {per_gpu - 1} (local
 # %%
 if SMOKE:
     shutil.rmtree(RUN_DIR, ignore_errors=True)  # a fresh smoke run (metrics.jsonl is appended to, never replaced)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(NUM_PROCESSES), "-m",
-              "rpo_tutorial"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(NUM_PROCESSES), "-m", "rpo_lab"]
     stages_to_run = {"RPO (smoke)": launch + ["train", "--preset", "smoke", "--model", "tiny-random:mistral",
                                               "--contrast-scope", "global", "--max-steps", str(SMOKE_STEPS),
                                               "--save-steps", "2", "--output-dir", str(RUN_DIR / "rpo")]}

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import tomllib
 from collections import Counter
-from pathlib import Path
 
 import pytest
 

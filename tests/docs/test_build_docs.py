@@ -1,23 +1,14 @@
 """The docs build's pure parts: cache keys, link rewriting, the check of an executed notebook."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import nbformat
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from scripts import build_docs
 
 
-def _build_docs():
-    spec = importlib.util.spec_from_file_location("build_docs", REPO_ROOT / "scripts" / "build_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_docs = _build_docs()
 PAGES = {"README.md", "notebooks/01_x.ipynb", "docs/study/study.md", "figures/a.png"}
 BLOB = "https://github.com/o/n/blob/main"
 

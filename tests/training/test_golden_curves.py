@@ -7,24 +7,14 @@ against the effect of real changes). Regenerate after an intended change with
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from scripts import golden_curves
 
 
-def _golden_module():
-    spec = importlib.util.spec_from_file_location("golden_curves", REPO_ROOT / "scripts" / "golden_curves.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-golden_curves = _golden_module()
 GOLDEN = json.loads(golden_curves.GOLDEN_FILE.read_text())
 
 
