@@ -87,14 +87,17 @@ def encode_chunks(stack: TopStack, sequences: dict[str, list[Sequence]], pad_id:
     """Per split, the encoded chunks in order (module docstring); ``stack`` must hold the pretrained weights."""
     chunks = [(name, part[start: start + 2 * CHUNK_PAIRS]) for name, part in sequences.items()
               for start in range(0, len(part), 2 * CHUNK_PAIRS)]
+    from tqdm.auto import tqdm
+
+    bar = {"total": len(chunks), "desc": f"frozen layers + reference ({CHUNK_PAIRS} pairs a chunk)", "unit": "chunk"}
     if workers > 1 and len(chunks) > 1:
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(min(workers, len(chunks)), _worker_start,
                                                        (settings, pad_id)) as pool:
-            encoded = pool.map(_worker_encode, [chunk for _, chunk in chunks])
+            encoded = list(tqdm(pool.imap(_worker_encode, [chunk for _, chunk in chunks]), **bar))  # in order
     else:
-        encoded = [encode_chunk(stack, chunk, pad_id, settings.eval_batch_size) for _, chunk in chunks]
+        encoded = [encode_chunk(stack, chunk, pad_id, settings.eval_batch_size) for _, chunk in tqdm(chunks, **bar)]
     result: dict[str, list[tuple]] = {name: [] for name in sequences}
     for (name, _), item in zip(chunks, encoded):
         result[name].append(item)

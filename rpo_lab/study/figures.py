@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rpo_lab.study.report import LABELS  # noqa: E402
+from rpo_lab.study.settings import LABELS  # noqa: E402
 from rpo_lab.world.figures import STYLE  # noqa: E402
 from rpo_tutorial.plots.base import save  # noqa: E402
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rpo_lab.study.compare import method_table, power_lines, question_table
-from rpo_lab.study.report import FORMATS, LABELS
+from rpo_lab.study.settings import FORMATS, LABELS
 from rpo_lab.world.methods import FOCUS
 
 LEARNED = 0.60  # DPO's held-out accuracy the study must reach for its comparisons to mean something
@@ -10,6 +10,9 @@ LEARNED = 0.60  # DPO's held-out accuracy the study must reach for its compariso
 
 def _power(report: dict) -> list[str]:
     power = report["design_power"]
+    if not report["analysis"]["comparisons"]:
+        return ["## Power", "", f"One method ({', '.join(LABELS[m] for m in report['learning_rates'])}): no comparison, "
+                "so no power to state; the table below is its held-out accuracy alone.", ""]
     return ["## Power", "",
             "**Stated before any held-out pair was scored** (`power.py`: from the validation runs of the tuning seed at "
             "the chosen learning rates, pair sampling alone, printed by the run before its evaluation phase):", "",
@@ -31,6 +34,14 @@ def _verdicts(report: dict) -> list[str]:
                      f"[{100 * c['ci_low_corrected']:+.1f}, {100 * c['ci_high_corrected']:+.1f}] (Holm p "
                      f"{c['p_holm']:.2g}): **{verdict}**; detectable at 80 % power: {100 * c['mdd']:.1f} points.")
     return lines
+
+
+def _questions(report: dict) -> list[str]:
+    title = f"## The five questions: {LABELS[FOCUS]} against ... (primary family, Holm-corrected)"
+    if not any(c["family"] == "primary" for c in report["analysis"]["comparisons"]):
+        return [title, "", f"Not asked: the questions need {LABELS[FOCUS]} (`rpo-emb`) and at least one comparator "
+                f"among the methods ({', '.join(report['learning_rates'])}).", ""]
+    return [title, "", *_verdicts(report), "", *question_table(report["analysis"], FORMATS, LABELS), ""]
 
 
 def _dpo_line(report: dict) -> list[str]:
@@ -112,8 +123,7 @@ def study_markdown(report: dict) -> str:
         "Held-out implicit-reward accuracy (a tie counts half; a policy equal to its reference scores 50 %), mean over "
         "seeds [95 % interval]; the difference to DPO in points [family-wise interval], Holm p; **bold**: Holm p < "
         "0.05.", "", *_dpo_line(report), *method_table(analysis, 0, FORMATS, LABELS), "",
-        f"## The five questions: {LABELS[FOCUS]} against ... (primary family, Holm-corrected)", "",
-        *_verdicts(report), "", *question_table(analysis, FORMATS, LABELS), "",
+        *_questions(report),
         *_design(report), *_rates(report), *_mechanics(report),
         "## Figures", "",
         "- `study_accuracy.png`: held-out accuracy per method (95 % interval) and each method's difference to DPO "

@@ -18,12 +18,9 @@ from statistics import fmean
 
 import numpy as np
 
-from rpo_lab.study.compare import Cell, MetricFormat, analyse
+from rpo_lab.study.compare import Cell, analyse
 from rpo_lab.study.settings import StudySettings, questions
-from rpo_lab.world.methods import METHODS
 
-FORMATS = {"accuracy": MetricFormat("held-out accuracy", 100.0, 1, " points")}
-LABELS = {key: method.label for key, method in METHODS.items()}
 
 
 def rounded(value, digits: int = 6):

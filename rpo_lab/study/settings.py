@@ -19,10 +19,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from rpo_lab.study.compare import MetricFormat
 from rpo_lab.world.methods import FOCUS, METHODS, QUESTIONS
 
 ALIASES = {"rpo-emb-matched": "rpo-emb", "rpo-uniform-matched": "rpo-uniform", "rpo-diagonal": "rpo-own-pair",
            "rpo-placebo-matched": "rpo-placebo", "rpo-unpaired-matched": "rpo-unpaired"}
+FORMATS = {"accuracy": MetricFormat("held-out accuracy", 100.0, 1, " points")}  # how the report prints a metric
+LABELS = {key: method.label for key, method in METHODS.items()}  # method key -> the name the report prints
 DEFAULT_METHODS = ("dpo", "rpo-emb", "rpo-uniform", "dpo-own-beta", "rpo-own-pair", "rpo-placebo",
                    "rpo-emb-paper-beta")
 
