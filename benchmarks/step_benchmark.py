@@ -188,7 +188,7 @@ def build_steps(names, policy, reference, tokenizer, rows, output_dir: str, opti
             def step(batches, trainer=trainer, accumulation=accumulation, name=name):
                 micro = split(batches[0], accumulation)
                 if name == "rpo_accum_contrast":
-                    trainer._step_plan = trainer._plan_step(micro)
+                    trainer._accumulated = trainer._accumulate_step(micro)  # the full-step pass the Trainer runs
                 for part in micro:
                     value = trainer.compute_loss(policy, part)
                     (value if trainer.loss_is_scaled_for_ga else value / accumulation).backward()
