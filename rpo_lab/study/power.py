@@ -67,7 +67,15 @@ def power_text(rows: list[dict], pairs: int, seeds: int) -> list[str]:
     """One line per primary question, then the median over the rest, in accuracy points."""
     lines = []
     for row in rows:
-        if row["primary"]:
+        if row["primary"] and row["discordance"] == 0:
+            low, high = (100 * minimal_detectable_difference(math.sqrt(q / pairs), LARGE_DF)
+                         for q in REFERENCE_DISCORDANCE)
+            lines.append(f"power (design): {row['method']} vs {row['against']}: the methods agree on every validation "
+                         "pair, which gives no variance to size the design with; for methods that disagree on "
+                         f"{REFERENCE_DISCORDANCE[0]:.0%} / {REFERENCE_DISCORDANCE[1]:.0%} of {pairs} held-out pairs "
+                         f"the minimal detectable difference at 80 % power is {low:.1f} / {high:.1f} points (pair "
+                         "sampling alone, normal quantiles)")
+        elif row["primary"]:
             lines.append(f"power (design): {row['method']} vs {row['against']}: the methods disagree on "
                          f"{row['discordance']:.0%} of validation pairs; with {pairs} held-out pairs x {seeds} seeds "
                          f"a difference of {100 * row['mdd']:.1f} points is detected with 80 % power (alpha 0.05, "

@@ -121,6 +121,16 @@ def test_design_power_matches_a_hand_computation():
     assert len(power["lines"]) == 1 and "rpo-emb vs dpo" in power["lines"][0]
 
 
+def test_methods_that_agree_on_every_validation_pair_get_the_reference_power_not_zero():
+    tuning = [{"method": m, "learning_rate": 1e-4, "seed": 1000, "outcomes2": [2] * 30} for m in ("dpo", "rpo-emb")]
+    settings = StudySettings(methods=("dpo", "rpo-emb"), seeds=(0, 1))
+    power = design_power(tuning, {"dpo": 1e-4, "rpo-emb": 1e-4}, settings, [("rpo-emb", "dpo")], heldout_pairs=300)
+    assert power["rows"][0]["mdd"] == 0.0  # no variance on validation: the t rule alone would claim any size
+    line = power["lines"][0]
+    low, high = (2.8015852 * math.sqrt(q / 300) * 100 for q in (0.1, 0.3))  # z_0.975 + z_0.8, by hand
+    assert "agree on every validation pair" in line and f"{low:.1f} / {high:.1f} points" in line
+
+
 def test_a_small_heldout_set_gets_a_warning_with_its_power():
     assert heldout_warning(1000, 3) is None  # 2.80 x sqrt(0.1 / 1000) = 2.8 points
     message = heldout_warning(40, 2)
