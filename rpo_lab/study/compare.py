@@ -100,6 +100,14 @@ def power_lines(analysis: dict, formats: dict[str, MetricFormat]) -> list[str]:
         if not members:
             continue
         seeds, units = members[0]["n_seeds"], members[0]["n_units"] // max(members[0]["n_seeds"], 1)
+        flat = [c for c in members if c["mdd"] == 0]  # no variance at all: every outcome the same for both sides
+        if flat:
+            lines.append(f"- **{fmt.label}**: {len(flat)} of the {len(members)} primary comparisons have no variance "
+                         "(both methods score the same on every unit of every seed, e.g. both at 100 %): they can "
+                         "detect nothing, and their intervals of width 0 are not evidence of equality.")
+            members = [c for c in members if c["mdd"] > 0]
+            if not members:
+                continue
         mdd, corrected = [c["mdd"] for c in members], [c["mdd_corrected"] for c in members]
         lines.append(
             f"- **{fmt.label}**: with {seeds} paired seeds x {units} units per seed, a difference of "

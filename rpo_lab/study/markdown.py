@@ -32,7 +32,8 @@ def _verdicts(report: dict) -> list[str]:
             verdict = "no detectable difference"
         lines.append(f"- {LABELS[c['method']]} vs {LABELS[c['against']]}: {100 * c['mean']:+.1f} points "
                      f"[{100 * c['ci_low_corrected']:+.1f}, {100 * c['ci_high_corrected']:+.1f}] (Holm p "
-                     f"{c['p_holm']:.2g}): **{verdict}**; detectable at 80 % power: {100 * c['mdd']:.1f} points.")
+                     f"{c['p_holm']:.2g}): **{verdict}**; " + (f"detectable at 80 % power: {100 * c['mdd']:.1f} points." if
+                     c["mdd"] > 0 else "no variance (the same outcome on every pair): it can detect nothing."))
     return lines
 
 

@@ -44,7 +44,9 @@ def test_power_line_and_tables_render_every_comparison():
     analysis = analyse(_cells(), baseline="dpo", questions=[("focus", "dpo")], primary_metrics=("accuracy", "gain"),
                        samples=2000)
     lines = power_lines(analysis, FORMATS)
-    assert len(lines) == 2 and "8 paired seeds x 300 units" in lines[0] and "80% power" in lines[0]
+    # the "hard" cell's focus repeats dpo's outcomes: that comparison is named as having no variance
+    assert len(lines) == 3 and "1 of the 2 primary comparisons have no variance" in lines[0]
+    assert "8 paired seeds x 300 units" in lines[1] and "80% power" in lines[1]
     table = question_table(analysis, FORMATS, {"focus": "Focus"})
     assert table[0] == "| condition | metric | Focus vs dpo |" and len(table) == 2 + 2 * 2
     rows = method_table(analysis, 0, FORMATS)
@@ -59,3 +61,15 @@ def test_a_crossed_design_is_available_for_shared_held_out_pairs():
     with pytest.raises(ValueError, match="same seeds and units"):
         cells[0].values["accuracy"]["focus"] = cells[0].values["accuracy"]["focus"][:3]
         analyse(cells, baseline="dpo", questions=[("focus", "dpo")], primary_metrics=("accuracy",), samples=100)
+
+
+def test_a_comparison_without_variance_is_named_and_left_out_of_the_power_median():
+    analysis = analyse(_cells(), baseline="dpo", questions=[("focus", "dpo"), ("twin", "dpo")],
+                       primary_metrics=("accuracy",), samples=1000)
+    lines = power_lines(analysis, {"accuracy": FORMATS["accuracy"]})
+    # twin repeats dpo's outcomes in both cells, and so does focus in the "hard" cell: 3 of 4 without variance
+    assert len(lines) == 2 and "3 of the 4 primary comparisons have no variance" in lines[0]
+    easy = [c for c in analysis["comparisons"] if c["family"] == "primary" and c["method"] == "focus"
+            and c["cell"] == "easy"]
+    assert easy[0]["mdd"] > 0 and "median over the 1 primary comparisons" in lines[1]
+    assert f"{100 * easy[0]['mdd']:.1f} points (median" in lines[1]
