@@ -31,7 +31,7 @@
 # | 01 DPO derivation | under 1 min | no | no |
 # | 02 contrast matrix | ~1-2 min | no | no |
 # | 03 weighting strategies | ~1 min | no | no |
-# | 04 small-scale training | ~15-20 min (a smaller study) | optional: the full study | no |
+# | 04 small-scale training | ~7-8 min (the synthetic study: 8 seeds, both regimes) | no (the committed 24-seed study: `--preset synthetic`, ~40 min on 2 CPU cores) | no |
 # | 05 Mistral-7B on 8 GPUs | stops with a message in seconds | 8 GPUs of >= 40 GB for the real run | no (the Hugging Face hub for the model) |
 # | 06 evaluation | 4-10 min (offline judges, time budgets) | optional: faster sampling, the full AlpacaEval export | optional: `OPENAI_API_KEY` for the GPT-4 judge and AlpacaEval |
 # | 07 RPO in your trainer | ~2 min (8 + 8 steps of SmolLM2-135M) | optional | no |
