@@ -125,7 +125,18 @@ def _run(args: argparse.Namespace, stage: str) -> int:
             print(result.sides.summary())
         print(f"{stage}: {result.global_step} steps, mean loss {result.train_loss:.4f}; model in "
               f"{result.output_dir}, metrics in {result.metrics_path}")
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Every rank leaves the process group together before exiting (under DeepSpeed a rank that exits with
+    the group still up can abort in its communication threads: "terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _add_command(subparsers, name: str, help_text: str, exclude: tuple[str, ...]) -> None:
