@@ -169,3 +169,14 @@ def method_table(analysis: dict, cell_index: int, formats: dict[str, MetricForma
             row.append(_difference_cell(match[0], fmt, annotate) if match else "-")
         lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def rounded(value, digits: int = 6):
+    """Floats rounded (recursively): a smaller, readable report JSON whose bytes still come from the cache alone."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {key: rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(item, digits) for item in value]
+    return value

@@ -11,8 +11,9 @@ LEARNED = 0.60  # DPO's held-out accuracy the study must reach for its compariso
 def _power(report: dict) -> list[str]:
     power = report["design_power"]
     if not report["analysis"]["comparisons"]:
-        return ["## Power", "", f"One method ({', '.join(LABELS[m] for m in report['learning_rates'])}): no comparison, "
-                "so no power to state; the table below is its held-out accuracy alone.", ""]
+        methods = ", ".join(LABELS[m] for m in report["learning_rates"])
+        return ["## Power", "", f"One method ({methods}): no comparison, so no power to state; the table below is "
+                "its held-out accuracy alone.", ""]
     return ["## Power", "",
             "**Stated before any held-out pair was scored** (`power.py`: from the validation runs of the tuning seed at "
             "the chosen learning rates, pair sampling alone, printed by the run before its evaluation phase):", "",
@@ -32,8 +33,9 @@ def _verdicts(report: dict) -> list[str]:
             verdict = "no detectable difference"
         lines.append(f"- {LABELS[c['method']]} vs {LABELS[c['against']]}: {100 * c['mean']:+.1f} points "
                      f"[{100 * c['ci_low_corrected']:+.1f}, {100 * c['ci_high_corrected']:+.1f}] (Holm p "
-                     f"{c['p_holm']:.2g}): **{verdict}**; " + (f"detectable at 80 % power: {100 * c['mdd']:.1f} points." if
-                     c["mdd"] > 0 else "no variance (the same outcome on every pair): it can detect nothing."))
+                     f"{c['p_holm']:.2g}): **{verdict}**; "
+                     + (f"detectable at 80 % power: {100 * c['mdd']:.1f} points." if c["mdd"] > 0
+                        else "no variance (the same outcome on every pair): it can detect nothing."))
     return lines
 
 
@@ -51,7 +53,7 @@ def _dpo_line(report: dict) -> list[str]:
     return [f"DPO's held-out accuracy: **{100 * dpo['mean']:.1f} %** [{100 * dpo['ci_low']:.1f}, "
             f"{100 * dpo['ci_high']:.1f}] (the bar: {LEARNED:.0%}; " +
             ("DPO learns the preference at this budget)." if learned else
-             "DPO does NOT reach it at this budget: the comparisons below compare methods that barely moved)."), ""]
+             "DPO does NOT reach it at this budget: read the comparisons below as between weakly trained policies)."), ""]
 
 
 def _design(report: dict) -> list[str]:

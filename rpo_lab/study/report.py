@@ -18,20 +18,8 @@ from statistics import fmean
 
 import numpy as np
 
-from rpo_lab.study.compare import Cell, analyse
+from rpo_lab.study.compare import Cell, analyse, rounded
 from rpo_lab.study.settings import StudySettings, questions
-
-
-
-def rounded(value, digits: int = 6):
-    """Floats rounded (recursively), so the JSON is readable and depends on the cache alone."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {key: rounded(item, digits) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [rounded(item, digits) for item in value]
-    return value
 
 
 def _last_quarter(curve: list[dict], field: str) -> float:

@@ -13,7 +13,7 @@ from statistics import fmean
 
 import numpy as np
 
-from rpo_lab.study.compare import Cell, analyse
+from rpo_lab.study.compare import Cell, analyse, rounded
 from rpo_lab.world.figures import plot_learning_curves, plot_regimes
 from rpo_lab.world.labels import cell_label
 from rpo_lab.world.markdown import study_markdown
@@ -59,17 +59,6 @@ def curves(evaluation: list[dict], design: StudyDesign) -> dict:
             entry["values"].append([p["test_accuracy"] for p in run["curve"]])
     return {key: {"step": entry["step"], "mean": np.asarray(entry["values"]).mean(axis=0).tolist()}
             for key, entry in found.items()}
-
-
-def rounded(value, digits: int = 6):
-    """Floats rounded (recursively): a smaller, readable JSON whose bytes still come from the cache alone."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {key: rounded(item, digits) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [rounded(item, digits) for item in value]
-    return value
 
 
 def build_report(result: dict, design: StudyDesign, command: str) -> dict:
