@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 import cpu_fsdp  # noqa: E402
-from helpers import recorded_log_ratios  # noqa: E402
+from helpers import leave_group, recorded_log_ratios  # noqa: E402
 from rpo_tutorial.data.run_logs import read_metrics  # noqa: E402
 from rpo_tutorial.training.config import get_preset  # noqa: E402
 from rpo_tutorial.training.run import build_trainer, run_training  # noqa: E402
@@ -195,7 +195,7 @@ def main() -> None:
     results["nan_messages"] = nan_on_one_process(root)  # DDP (no fsdp): the poisoned weight stays on rank 1
     if dist.get_rank() == 0:
         (root / "results.json").write_text(json.dumps(results, indent=1))
-    dist.barrier()
+    leave_group()
 
 
 if __name__ == "__main__":

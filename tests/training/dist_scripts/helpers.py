@@ -103,5 +103,16 @@ def finish(results: dict, path: str) -> None:
     if dist.get_rank() == 0:
         with open(path, "w") as handle:
             json.dump(results, handle)
+    leave_group()
+
+
+def leave_group() -> None:
+    """Every process waits for the others, then leaves the process group before the interpreter exits.
+
+    A gloo group still alive at exit can abort one process ("terminate called without an active exception",
+    SIGABRT) after all its work succeeded; CI saw this once in ``fsdp_runs.py``.
+    """
+    import torch.distributed as dist
+
     dist.barrier()
     dist.destroy_process_group()

@@ -18,6 +18,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from helpers import leave_group  # noqa: E402
 from rpo_tutorial.training.config import get_preset  # noqa: E402
 from rpo_tutorial.training.run import build_trainer  # noqa: E402
 
@@ -41,6 +42,7 @@ def main() -> None:
                             max_prompt_length=24)
         trainer, _ = build_trainer(config, rows=ROWS)
         trainer.train()
+    leave_group()
 
 
 if __name__ == "__main__":
