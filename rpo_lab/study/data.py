@@ -43,17 +43,10 @@ def hh_path() -> Path | None:
 
 
 def load_pairs(name: str, strict: bool) -> list[dict]:
-    """Paired rows of a preference file (``open_dataset``); unpaired rows are refused, naming the file."""
+    """Paired rows of a preference file; unpaired rows or none at all are refused, naming the file."""
     from rpo_tutorial.data.preferences import open_dataset
 
-    rows = list(open_dataset(name, strict=strict))
-    unpaired = [index for index, row in enumerate(rows) if "chosen" not in row or "rejected" not in row]
-    if unpaired:
-        raise ValueError(f"{name}: row {unpaired[0]} has no chosen/rejected pair ({len(unpaired)} such rows); the "
-                         "study compares paired preferences")
-    if not rows:
-        raise ValueError(f"{name}: no valid pairs")
-    return rows
+    return list(open_dataset(name, strict=strict, paired=True))
 
 
 def prompt_key(row: dict) -> str:

@@ -175,7 +175,7 @@ def load_preferences(
     return result
 
 
-def open_dataset(name: str | Path, split: str = "train", strict: bool = False) -> list[dict]:
+def open_dataset(name: str | Path, split: str = "train", strict: bool = False, paired: bool = False) -> list[dict]:
     """The rows of a dataset named by one string: what ``RPOConfig.dataset`` and the CLI's flags take.
 
     ``name`` is ``"demo"`` (the project's demo set; ``"demo:heldout"`` names the split too),
@@ -183,8 +183,26 @@ def open_dataset(name: str | Path, split: str = "train", strict: bool = False) -
     local file of ``{prompt, chosen, rejected}`` / ``{prompt, completion, label}`` rows or of HH
     transcripts (``{chosen, rejected}`` without a prompt), or a hub dataset id. ``split``: the
     split of the demo, HH or hub dataset (a file has none). ``strict``: raise on the first invalid
-    row instead of skipping it (with a count).
+    row instead of skipping it (with a count). ``paired``: the caller compares pairs (evaluation,
+    the study), so unpaired ``{prompt, completion, label}`` rows and an empty result raise a
+    ``ValueError`` naming the dataset and the first unpaired row.
     """
+    rows = _open_rows(name, split, strict)
+    if paired:
+        _require_pairs(rows, str(name))
+    return rows
+
+
+def _require_pairs(rows: Sequence[dict], source: str) -> None:
+    unpaired = [index for index, row in enumerate(rows) if "chosen" not in row or "rejected" not in row]
+    if unpaired:
+        raise ValueError(f"{source}: row {unpaired[0]} has no chosen/rejected pair ({len(unpaired)} of {len(rows)} "
+                         "rows are unpaired); this needs paired rows")
+    if not rows:
+        raise ValueError(f"{source}: no valid pairs")
+
+
+def _open_rows(name: str | Path, split: str, strict: bool) -> list[dict]:
     from rpo_tutorial.data.demo import load_demo
 
     text = str(name)

@@ -85,3 +85,26 @@ def test_directory_is_a_clear_error(tmp_path):
     folder.mkdir()
     with pytest.raises(DataError, match=r"data\.jsonl: is a directory"):
         list(files.read_records(folder, LoadReport()))
+
+
+def test_open_dataset_for_pairs_refuses_unpaired_rows_naming_the_first_and_the_count(tmp_path):
+    from rpo_tutorial.data.preferences import open_dataset
+
+    unpaired = write_jsonl(tmp_path / "unpaired.jsonl", [
+        {"prompt": "Tea?", "completion": "Yes, please.", "label": True},
+        {"prompt": "Rain?", "completion": "Sadly.", "label": False}])
+    assert len(open_dataset(str(unpaired))) == 2  # without paired=True the rows are whatever the file holds
+    with pytest.raises(ValueError, match=r"unpaired\.jsonl: row 0 has no chosen/rejected pair \(2 of 2 rows"):
+        open_dataset(str(unpaired), paired=True)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": f"Hi {i}?", "chosen": "Hello.", "rejected": "Go."}
+                                                   for i in range(2)])
+    assert [row["prompt"] for row in open_dataset(str(pairs), paired=True)] == ["Hi 0?", "Hi 1?"]
+
+
+def test_open_dataset_for_pairs_refuses_a_source_without_rows(monkeypatch):
+    from rpo_tutorial.data import preferences
+
+    monkeypatch.setattr(preferences, "load_preferences", lambda name, split, strict: [])  # an empty hub split
+    assert preferences.open_dataset("someone/empty-prefs") == []
+    with pytest.raises(ValueError, match="someone/empty-prefs: no valid pairs"):
+        preferences.open_dataset("someone/empty-prefs", paired=True)
