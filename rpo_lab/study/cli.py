@@ -129,12 +129,13 @@ _SYNTHETIC_ONLY = {"--workers": ("workers", int, "processes of one torch thread 
 def register(subparsers: argparse._SubParsersAction) -> None:
     preset = _preset_from_argv()
     defaults = STUDY_PRESETS.get(preset, STUDY_PRESETS["full"])
-    parser = subparsers.add_parser("study", help="compare DPO and RPO variants across seeds, with power; write a report",
+    parser = subparsers.add_parser("study",
+                                   help="compare DPO and RPO variants across seeds, with power; write a report",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="full", choices=tuple(STUDY_PRESETS) + tuple(SYNTHETIC_PRESETS),
                         help="full: the SmolLM2 study on HH or --dataset (docs/study/hh); smoke: tiny random model "
-                             "on the demo pairs; synthetic: the synthetic-world study (docs/study); synthetic-notebook: "
-                             "notebook 04's CPU run; synthetic-smoke: seconds")
+                             "on the demo pairs; synthetic: the synthetic-world study (docs/study); "
+                             "synthetic-notebook: notebook 04's CPU run; synthetic-smoke: seconds")
     parser.add_argument("--output-dir", default=None,
                         help="runs cache and report (default: outputs/study, or outputs/<preset> for synthetic ones)")
     parser.add_argument("--report-dir", default=None, help="also copy the report and figures here (e.g. docs/study)")

@@ -114,8 +114,8 @@ def power_lines(analysis: dict, formats: dict[str, MetricFormat]) -> list[str]:
             f"{_number(median(mdd), fmt)}{fmt.difference_unit} (median over the {len(members)} primary comparisons; "
             f"range {_number(min(mdd), fmt)}-{_number(max(mdd), fmt)}) is detected with {analysis['power']:.0%} "
             f"power at two-sided alpha {analysis['alpha']:g}; at the Holm family's strictest level (alpha / "
-            f"{members[0]['family_size']}) the median is {_number(median(corrected), fmt)}{fmt.difference_unit}. Smaller true "
-            "differences can go undetected; a null below these sizes is not evidence of equality.")
+            f"{members[0]['family_size']}) the median is {_number(median(corrected), fmt)}{fmt.difference_unit}. "
+            "Smaller true differences can go undetected; a null below these sizes is not evidence of equality.")
     return lines
 
 

@@ -95,19 +95,20 @@ def split_by_prompt(rows: Sequence[dict], settings: StudySettings, heldout: Sequ
 
 def study_rows(settings: StudySettings) -> tuple[dict[str, list[dict]], dict]:
     """The split rows of the study's data source and a description of it (source, sizes, notes)."""
-    dataset = settings.dataset
+    dataset, label = settings.dataset, settings.dataset
     if dataset is None:
         path = hh_path()
         if path is None:
-            raise FileNotFoundError("the default study data, ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz, "
-                                    "is absent: pass --dataset FILE")
-        dataset = str(path)
+            raise FileNotFoundError(f"the default study data, shared data's {HH_FILE}, is absent: pass --dataset "
+                                    "FILE (or point $RPO_SHARED_DATA at the folder)")
+        # the report names the file, not this machine's path to it
+        dataset, label = str(path), f"the HH-RLHF harmless-base test file, {HH_FILE} of the shared data"
     rows = load_pairs(dataset, settings.strict)
     heldout = load_pairs(settings.heldout, settings.strict) if settings.heldout is not None else None
     parts, notes = split_by_prompt(rows, settings, heldout)
     for note in notes:
         warnings.warn(note)
-    source = {"dataset": dataset, "heldout": settings.heldout, "pairs_read": len(rows),
+    source = {"dataset": label, "heldout": settings.heldout, "pairs_read": len(rows),
               "sizes": {name: len(part) for name, part in parts.items()}, "notes": notes}
     return parts, source
 

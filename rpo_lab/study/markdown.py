@@ -15,8 +15,8 @@ def _power(report: dict) -> list[str]:
         return ["## Power", "", f"One method ({methods}): no comparison, so no power to state; the table below is "
                 "its held-out accuracy alone.", ""]
     return ["## Power", "",
-            "**Stated before any held-out pair was scored** (`power.py`: from the validation runs of the tuning seed at "
-            "the chosen learning rates, pair sampling alone, printed by the run before its evaluation phase):", "",
+            "**Stated before any held-out pair was scored** (`power.py`: from the validation runs of the tuning seed "
+            "at the chosen learning rates, pair sampling alone, printed by the run before its evaluation phase):", "",
             *[f"- {line.removeprefix('power (design): ')}" for line in power["lines"]], "",
             "**Realised** (the comparison layer's power lines, from the standard errors of the results, which also "
             "carry the between-seed variance):", "", *power_lines(report["analysis"], FORMATS), ""]
@@ -53,7 +53,8 @@ def _dpo_line(report: dict) -> list[str]:
     return [f"DPO's held-out accuracy: **{100 * dpo['mean']:.1f} %** [{100 * dpo['ci_low']:.1f}, "
             f"{100 * dpo['ci_high']:.1f}] (the bar: {LEARNED:.0%}; " +
             ("DPO learns the preference at this budget)." if learned else
-             "DPO does NOT reach it at this budget: read the comparisons below as between weakly trained policies)."), ""]
+             "DPO does NOT reach it at this budget: read the comparisons below as between weakly trained "
+             "policies)."), ""]
 
 
 def _design(report: dict) -> list[str]:
@@ -63,8 +64,8 @@ def _design(report: dict) -> list[str]:
     heldout = f"the held-out file {source.get('heldout')}" if source.get("heldout") else "split off the dataset"
     return [
         "## Design", "",
-        f"- **Data**: {source.get('dataset')} ({source.get('pairs_read')} valid pairs read); split by prompt (no prompt "
-        f"in two parts; distinct prompts shuffled with seed {s['split_seed']}): {kept.get('train')} train, "
+        f"- **Data**: {source.get('dataset')} ({source.get('pairs_read')} valid pairs read); split by prompt (no "
+        f"prompt in two parts; distinct prompts shuffled with seed {s['split_seed']}): {kept.get('train')} train, "
         f"{kept.get('validation')} validation (learning rates), {kept.get('heldout')} held-out pairs ({heldout})."
         + (f" Notes: {'; '.join(source['notes'])}." if source.get("notes") else ""),
         f"- **Sequences**: the prompt left-truncated to {s['max_prompt_length']} tokens (its latest turns), prompt + "
@@ -72,9 +73,9 @@ def _design(report: dict) -> list[str]:
         f"- **Model**: {'SmolLM2-135M-Instruct (bundled)' if s['model'] == 'bundled' else s['model']}; the top "
         f"{s['trainable_layers']} decoder layers and the final norm train, every lower layer and the tied embeddings "
         "stay frozen (their features are computed once); the reference of every run is the pretrained model.",
-        f"- **Training**: {s['steps']} Adam steps of {s['batch_size']} pairs (random batches from the seed's data order, "
-        f"shared by every method), gradient norm clipped at {s['max_grad_norm']:g}; DPO beta {s['beta']:g}, matched "
-        f"RPO beta x N = {s['beta'] * s['batch_size']:g}.",
+        f"- **Training**: {s['steps']} Adam steps of {s['batch_size']} pairs (random batches from the seed's data "
+        f"order, shared by every method), gradient norm clipped at {s['max_grad_norm']:g}; DPO beta {s['beta']:g}, "
+        f"matched RPO beta x N = {s['beta'] * s['batch_size']:g}.",
         f"- **Learning rates**: each method takes the rate of the grid {s['learning_rates']} with the best validation "
         f"accuracy on tuning seed(s) {s['tuning_seeds']} (ties: the smaller); chosen: "
         + ", ".join(f"{LABELS[m]} {r:g}" for m, r in rates.items()) + ".",

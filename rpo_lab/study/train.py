@@ -80,7 +80,8 @@ def train_run(stack: TopStack, data: StudyData, method_key: str, learning_rate: 
         arguments = sigmoid_arguments(preference, config, output)  # every sigmoid argument of the step's loss
         own = (preference.policy_chosen_logps - preference.reference_chosen_logps).detach() - \
             (preference.policy_rejected_logps - preference.reference_rejected_logps).detach()
-        curve.append({"step": step + 1, "loss": round(output.loss.item(), 6), "train_margin": round(own.mean().item(), 4),
+        curve.append({"step": step + 1, "loss": round(output.loss.item(), 6),
+                      "train_margin": round(own.mean().item(), 4),
                       "curvature_share": round((arguments.abs() > 1).float().mean().item(), 6)})
     seconds = time.perf_counter() - began
     policy = pair_logps(stack, data, data.pairs[split], settings.eval_batch_size)  # (P, 2)

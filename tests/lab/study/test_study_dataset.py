@@ -115,3 +115,24 @@ def test_two_workers_give_the_numbers_of_one(tmp_path, monkeypatch):
     (tmp_path / "two" / "features.pt").write_bytes((tmp_path / "one" / "features.pt").read_bytes())
     two = runner.run_study(tmp_path / "two", settings, progress=False, workers=2)
     assert build_report(one, settings, "c") == build_report(two, settings, "c")
+
+
+def test_the_default_data_is_named_in_the_report_without_this_machines_path(tmp_path, monkeypatch):
+    import gzip
+
+    from rpo_lab.study.data import study_rows
+    from rpo_lab.study.settings import StudySettings
+
+    folder = tmp_path / "hh-rlhf"
+    folder.mkdir()
+    transcripts = [{"chosen": f"\n\nHuman: Question {i}?\n\nAssistant: A kind answer {i}.",
+                    "rejected": f"\n\nHuman: Question {i}?\n\nAssistant: Go away {i}."} for i in range(12)]
+    with gzip.open(folder / "harmless-base-test.jsonl.gz", "wt") as handle:
+        handle.write("".join(json.dumps(row) + "\n" for row in transcripts))
+    monkeypatch.setenv("RPO_SHARED_DATA", str(tmp_path))
+    parts, source = study_rows(StudySettings())
+    assert source["pairs_read"] == 12 and sum(source["sizes"].values()) == 12
+    assert "harmless-base" in source["dataset"] and str(tmp_path) not in source["dataset"]
+    monkeypatch.setenv("RPO_SHARED_DATA", str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError, match=r"pass --dataset FILE .*RPO_SHARED_DATA"):
+        study_rows(StudySettings())
