@@ -285,7 +285,10 @@ def build(mode: str, run: bool = True, names: list[str] | None = None, rerun: li
     output = BUILD_DIR / ("site" if mode == "real" else "site-smoke")
     assemble(mode, executed, source)
     shutil.rmtree(output, ignore_errors=True)
-    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-c", str(CONF_DIR), str(source), str(output)]
+    # -W --keep-going: a docstring the API pages cannot render (or a broken cross-reference) fails the build,
+    # listing every such warning, instead of reaching readers as a garbled page
+    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-W", "--keep-going", "-c", str(CONF_DIR),
+               str(source), str(output)]
     environment = {**os.environ, "RPO_DOCS_MODE": mode, "RPO_DOCS_SOURCE": str(source), "PYTHONPATH": str(REPO_ROOT)}
     subprocess.run(command, check=True, env=environment)
     pages = sum(1 for _ in output.rglob("*.html") if "_static" not in _.parts)

@@ -3,9 +3,9 @@
 Where the pairs come from (``StudySettings.dataset`` / ``heldout``):
 
 - by default the Anthropic HH harmless-base test file in ``../shared/data`` (2,303 valid pairs);
-- ``--dataset FILE``: any file the library's loaders read (``rpo_tutorial.data.preferences.open_dataset``:
-  paired ``{prompt, chosen, rejected}`` JSONL / JSON / CSV / parquet, or HH ``{chosen, rejected}``
-  transcripts); ``--heldout FILE`` gives the held-out pairs, else they are split off ``FILE``.
+- ``--dataset FILE``: any file the library's loaders read (``rpo_tutorial.data.preferences.open_dataset``
+  with ``paired=True``: ``{prompt, chosen, rejected}`` JSONL / JSON / CSV / parquet, or HH
+  ``{chosen, rejected}`` transcripts); ``--heldout FILE`` gives the held-out pairs, else they are split off ``FILE``.
 
 The split is by prompt, so no prompt is in two parts: the distinct prompts (in sorted order) are
 shuffled with ``split_seed`` and dealt, all pairs of a prompt together, to held-out until it holds

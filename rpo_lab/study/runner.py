@@ -197,6 +197,7 @@ def run_study(output_dir: str | Path, settings: StudySettings | None = None, pro
     """Run (or resume) every phase; returns ``{"source", "tuning", "learning_rates", "power", "evaluation"}``.
 
     ``train=False`` reads the cache only (a missing run is an error naming it).
+
     Args:
         embed: ``texts -> (K, D)`` prompt embeddings (default: the bundled all-MiniLM-L6-v2).
         workers: processes that train runs side by side, one torch thread each (``settings.num_threads``); a

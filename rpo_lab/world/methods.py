@@ -90,7 +90,7 @@ def step_logps(method: Method, policy_logps: torch.Tensor, reference_chosen: tor
     """The PreferenceLogps one model's step hands to ``preference_objective``.
 
     Shape:
-        policy_logps: (M + N,) chosen rows first; reference_*: (M,), (N,); *_embeddings: (M, D), (N, D);
+        policy_logps: (M + N,) chosen rows first; ``reference_*``: (M,), (N,); ``*_embeddings``: (M, D), (N, D);
         permutation: (N,) the placebo's shuffle of this step (paired batches, M = N)
     """
     m = reference_chosen.shape[0]

@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rpo_tutorial.data.errors import check_field_length
+from rpo_tutorial.data.errors import RowError, check_field_length
 from rpo_tutorial.data.files import read_records
-from rpo_tutorial.data.report import InvalidRow, LoadReport, PreferenceData, RowError, finish
+from rpo_tutorial.data.report import InvalidRow, LoadReport, PreferenceData, finish
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
@@ -132,8 +132,9 @@ def load_hh(
             of skipping it.
 
     Returns:
-        :class:`PreferenceData` of ``{"prompt": [{"role", "content"}, ...], "chosen", "rejected",
-        "source": "hh-rlhf/<subset>", "id": "<file name>:<row>" or "hh-rlhf/<subset>/<split>:<row>"}``;
+        :class:`PreferenceData` of rows with ``"prompt"`` (``[{"role", "content"}, ...]``),
+        ``"chosen"``, ``"rejected"``, ``"source"`` (``"hh-rlhf/<subset>"``) and ``"id"``
+        (``"<file name>:<row>"`` or ``"hh-rlhf/<subset>/<split>:<row>"``);
         ``.report`` counts the
         skipped rows by reason.
     """

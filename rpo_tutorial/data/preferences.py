@@ -25,10 +25,10 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from rpo_tutorial.data.errors import MAX_FIELD_CHARS, DataError, check_field_length, data_error
+from rpo_tutorial.data.errors import MAX_FIELD_CHARS, DataError, RowError, check_field_length, data_error
 from rpo_tutorial.data.files import has_data_suffix, read_records
 from rpo_tutorial.data.hh import HH_SUBSETS, dialogue_messages, load_hh, parse_hh_pair, split_transcript
-from rpo_tutorial.data.report import InvalidRow, LoadReport, PreferenceData, RowError, finish
+from rpo_tutorial.data.report import InvalidRow, LoadReport, PreferenceData, finish
 from rpo_tutorial.data.tldr import TLDR_TEMPLATE, load_tldr, tldr_prompt
 
 PAIRED_KEYS = ("prompt", "chosen", "rejected")

@@ -20,9 +20,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from rpo_tutorial.data.errors import DataError, RowError, locate
+from rpo_tutorial.data.errors import DataError, locate
 
-__all__ = ["DataError", "InvalidRow", "LoadReport", "PreferenceData", "RowError", "drop_duplicates", "finish"]
+__all__ = ["InvalidRow", "LoadReport", "PreferenceData", "drop_duplicates", "finish"]  # errors: data.errors
 STRICT_HINT = "Pass strict=False (on the command line: leave out --strict) to skip invalid rows and count them."
 # what a user can do about skipped rows: the loaders' argument, or the flag of the commands that load files
 STRICT_ADVICE = ("pass strict=True (on the command line: rpo-tutorial train / sft / evaluate --strict) to raise on "

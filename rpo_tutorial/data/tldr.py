@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rpo_tutorial.data.errors import check_field_length
+from rpo_tutorial.data.errors import RowError, check_field_length
 from rpo_tutorial.data.files import read_records
-from rpo_tutorial.data.report import InvalidRow, LoadReport, PreferenceData, RowError, finish
+from rpo_tutorial.data.report import InvalidRow, LoadReport, PreferenceData, finish
 
 TLDR_HUB_ID = "openai/summarize_from_feedback"
 TLDR_CONFIG = "comparisons"

@@ -1,5 +1,7 @@
 """Training: a config with presets, the objectives, the trainer, and the run that ties them together.
 
+The modules::
+
     config.py         RPOConfig (its fields' checks) and its presets (smoke, demo, colab, paper)
     objectives.py     batch log-probs -> one loss (every method; local or global contrast scope)
     trainer.py        RPOTrainer on transformers.Trainer: one step reads trainer.py -> objectives.py

@@ -43,8 +43,8 @@ def all_gather_rows(local: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Concatenate every process's rows (dim 0, sizes may differ), keeping the local rows' gradient.
 
     Shape:
-        local: (K_r, *rest) on process r (K_r may be 0; ``rest`` must match on every process)
-        returns: (sum_r K_r, *rest) in rank order, and the offset of this process's rows in it
+        local: ``(K_r, *rest)`` on process r (K_r may be 0; ``rest`` must match on every process)
+        returns: ``(sum_r K_r, *rest)`` in rank order, and the offset of this process's rows in it
     """
     if not is_distributed():
         return local, 0

@@ -16,7 +16,7 @@ tokens it runs; attention's quadratic term is left out):
   (``bf16``), where a precomputed reference pads the pass and every training batch to the
   dataset's longest sequence and gives up shared prompts (``forward_plan.choose_forward_plan``), so
   that stored and live log-probs are the same arithmetic;
-- cost with a live reference: C_model = V (3 t_live + t_live); precomputed:
+- cost with a live reference: C_model = V (3 t_live + t_live); with a precomputed one,
   C_pre = n t_pass + 3 V t_pre.
 
 ``"precomputed"`` when r >= 2 (every example's reference forward is needed at least twice, so the
