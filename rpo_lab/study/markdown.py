@@ -15,8 +15,9 @@ def _power(report: dict) -> list[str]:
         return ["## Power", "", f"One method ({methods}): no comparison, so no power to state; the table below is "
                 "its held-out accuracy alone.", ""]
     return ["## Power", "",
-            "**Stated before any held-out pair was scored** (`power.py`: from the validation runs of the tuning seed "
-            "at the chosen learning rates, pair sampling alone, printed by the run before its evaluation phase):", "",
+            "**Design power, from the validation runs alone** (`power.py`: the tuning seed's validation runs at the "
+            "chosen learning rates, pair sampling alone; the run prints it before its evaluation phase, and no "
+            "held-out result enters it):", "",
             *[f"- {line.removeprefix('power (design): ')}" for line in power["lines"]], "",
             "**Realised** (the comparison layer's power lines, from the standard errors of the results, which also "
             "carry the between-seed variance):", "", *power_lines(report["analysis"], FORMATS), ""]

@@ -53,7 +53,7 @@ def test_study_on_a_new_jsonl_writes_the_report_and_resumes_from_its_cache(tmp_p
     assert study["analysis"]["design"] == "crossed" and study["analysis"]["cells"][0]["seeds"] == [0, 1]
     text = (report / "study.md").read_text()
     assert text.index("## Power") < text.index("## Every method against DPO")  # the power line first
-    assert "Stated before any held-out pair was scored" in text and "rpo-emb vs dpo" in text
+    assert "Design power, from the validation runs alone" in text and "rpo-emb vs dpo" in text
     for name in ("study_accuracy.png", "study_learning_curves.png", "study_learning_rates.png", "timing.json"):
         assert (report / name).is_file(), name
 
