@@ -56,7 +56,9 @@ class StudySettings:
     heldout: str | None = None  # held-out preference file; None: split off the dataset by prompt
     strict: bool = False  # raise on the first invalid row of a file instead of skipping it (with a count)
     methods: tuple[str, ...] = DEFAULT_METHODS  # keys of rpo_lab.world.methods.METHODS
-    seeds: tuple[int, ...] = (0, 1, 2)  # evaluation seeds: one data order (and placebo shuffle) each
+    # evaluation seeds, one data order (and placebo shuffle) each; 6, as in the committed HH study: with its
+    # 1,000 held-out pairs, 3 seeds detected 3.7 points at 80 % power (t with 2 df), 6 seeds 2.3 points
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
     tuning_seeds: tuple[int, ...] = (1000,)  # seeds of the learning-rate choice on validation (never evaluated)
     learning_rates: tuple[float, ...] = (3e-5, 1e-4, 3e-4)  # the ONE grid every method chooses its rate from
     heldout_pairs: int = 1000  # held-out pairs split off the dataset (at most half of it)
