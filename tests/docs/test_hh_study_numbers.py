@@ -21,9 +21,9 @@ def quoted() -> dict[str, str]:
     comparison = next(c for c in report["analysis"]["comparisons"]
                       if c["method"] == "rpo-emb" and c["against"] == "dpo")
     accuracy = report["analysis"]["cells"][0]["summaries"]["accuracy"]
+    low, high = points(comparison["ci_low_corrected"], sign=True), points(comparison["ci_high_corrected"], sign=True)
     return {"dpo": f"{points(accuracy['dpo']['mean'])} %", "rpo": f"{points(accuracy['rpo-emb']['mean'])} %",
-            "difference": f"{points(comparison['mean'], sign=True)} points [{points(comparison['ci_low_corrected'], True)}"
-                          f", {points(comparison['ci_high_corrected'], True)}]",
+            "difference": f"{points(comparison['mean'], sign=True)} points [{low}, {high}]",
             "power": f"{points(comparison['mdd'])} points", "seeds": str(len(report["settings"]["seeds"]))}
 
 
